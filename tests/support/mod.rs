@@ -1,0 +1,30 @@
+//! Test helpers: a fake Kubernetes API server that behaves like the real one, and the tools
+//! to check what is sent to it.
+
+// Each test crate uses its own part of these helpers.
+#![allow(dead_code, unused_imports)]
+
+pub mod cluster;
+pub mod fake_kube;
+pub mod kubelet;
+pub mod names;
+pub mod schema;
+pub mod selector;
+pub mod tls;
+
+pub use fake_kube::{FakeKube, Fault, FaultRule, NAMESPACE, TOKEN};
+pub use kubelet::PodFate;
+
+/// A fresh directory for one test's files.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
