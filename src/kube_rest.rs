@@ -941,6 +941,23 @@ mod tests {
     }
 
     #[test]
+    fn any_error_body_gives_an_error_not_a_panic() {
+        for body in [
+            &b"\xff\xfe not utf-8"[..],
+            b"[1,2]",
+            b"null",
+            b"{\"message\": 7}",
+            b"{\"details\": []}",
+            b"",
+        ] {
+            for code in [400, 401, 404, 409, 410, 418, 422, 429, 500, 599] {
+                let error = KubeError::from_response(code, None, body);
+                assert!(!error.message().is_empty(), "{code} {body:?}");
+            }
+        }
+    }
+
+    #[test]
     fn retry_delays_grow_honour_retry_after_and_stop() {
         let policy = RetryPolicy::default();
         let server = KubeError::Server {
