@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use ureq::http::{self, Method};
 use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
 
+use crate::config::{ConfigError, is_dns_label};
+
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const DEFAULT_NAMESPACE: &str = "openhands";
 /// Projected service-account tokens rotate hourly; client-go re-reads them every minute.
@@ -25,30 +27,6 @@ const LIST_PAGE_SIZE: u32 = 500;
 /// A list of thousands of pods is several MiB; anything beyond this is not a sane answer.
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 const USER_AGENT: &str = concat!("openhands-k8s-runtime/", env!("CARGO_PKG_VERSION"));
-
-/// A configuration value that cannot be used, named by its environment variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(variable: &'static str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            variable,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.variable, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Where the API server is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -132,15 +110,6 @@ fn in_cluster_api_url(host: Option<String>, port: Option<String>) -> Result<Stri
     // Like Go's net.JoinHostPort: an IPv6 address needs brackets in a URL.
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     Ok(format!("https://{host}:{port}"))
-}
-
-fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    (1..=63).contains(&bytes.len())
-        && bytes.iter().all(|b| alphanumeric(b) || *b == b'-')
-        && bytes.first().is_some_and(alphanumeric)
-        && bytes.last().is_some_and(alphanumeric)
 }
 
 /// Every call is bounded: a hung API server must not hang a client of ours.

@@ -1,0 +1,406 @@
+//! The service's configuration, read once from the environment (SPEC §2).
+//!
+//! A value that cannot be used stops startup with a message naming its variable: a silent
+//! default would create sandboxes the operator did not ask for.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::kube_rest;
+
+/// A configuration value that cannot be used, named by its environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Environment variables the service sets in every sandbox and never lets a request override.
+pub const RESERVED_ENV: [&str; 3] = ["OH_SESSION_API_KEYS_0", "SESSION_API_KEY", "OH_RUNTIME_ID"];
+
+/// The container ports of a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub agent: u16,
+    pub vscode: u16,
+    pub worker_1: u16,
+    pub worker_2: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api_key: String,
+    pub server_port: u16,
+    pub worker_threads: usize,
+    pub kube: kube_rest::Config,
+    pub base_domain: String,
+    pub url_scheme: String,
+    pub ingress_class: String,
+    pub ingress_annotations: BTreeMap<String, String>,
+    pub ingress_tls_secret: Option<String>,
+    pub registry_prefix: String,
+    pub default_image: String,
+    pub image_pull_secrets: Vec<String>,
+    pub ports: Ports,
+    pub app_server_url: Option<String>,
+    pub app_server_public_url: Option<String>,
+    /// `(secret name, key)` of an extra CA to mount in sandboxes.
+    pub ca_cert: Option<(String, String)>,
+    pub sandbox_env: BTreeMap<String, String>,
+    pub runtime_class: Option<String>,
+    /// Requested runtime class -> the one used; `None` drops it.
+    pub runtime_class_map: BTreeMap<String, Option<String>>,
+    pub image_pull_grace: Duration,
+}
+
+impl Config {
+    /// Reads the configuration; `env` looks a variable up (`std::env::var` in the binary).
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let text = |name: &'static str, default: &str| var(name).unwrap_or_else(|| default.to_string());
+
+        let api_key = match (var("API_KEY"), var("API_KEY_FILE")) {
+            (Some(key), _) => key,
+            (None, Some(path)) => fs::read_to_string(&path)
+                .map(|key| key.trim().to_string())
+                .map_err(|e| ConfigError::new("API_KEY_FILE", format!("cannot read {path}: {e}")))?,
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "API_KEY",
+                    "is required (or API_KEY_FILE): clients authenticate with it",
+                ));
+            }
+        };
+        if api_key.is_empty() {
+            return Err(ConfigError::new("API_KEY", "must not be empty"));
+        }
+
+        let ports = Ports {
+            agent: port(&var, "AGENT_SERVER_PORT", 60000)?,
+            vscode: port(&var, "VSCODE_PORT", 60001)?,
+            worker_1: port(&var, "WORKER_1_PORT", 12000)?,
+            worker_2: port(&var, "WORKER_2_PORT", 12001)?,
+        };
+        let all = [ports.agent, ports.vscode, ports.worker_1, ports.worker_2];
+        if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
+            return Err(ConfigError::new(
+                "AGENT_SERVER_PORT",
+                "AGENT_SERVER_PORT, VSCODE_PORT, WORKER_1_PORT and WORKER_2_PORT must differ",
+            ));
+        }
+
+        let base_domain = text("BASE_DOMAIN", "sandbox.example.com").to_lowercase();
+        if !is_dns_subdomain(&base_domain) {
+            return Err(ConfigError::new(
+                "BASE_DOMAIN",
+                format!("{base_domain:?} is not a DNS name"),
+            ));
+        }
+        let url_scheme = text("URL_SCHEME", "https");
+        if url_scheme != "https" && url_scheme != "http" {
+            return Err(ConfigError::new(
+                "URL_SCHEME",
+                format!("{url_scheme:?} must be https or http"),
+            ));
+        }
+        let ingress_class = text("INGRESS_CLASS", "nginx");
+        if !is_dns_subdomain(&ingress_class) {
+            return Err(ConfigError::new(
+                "INGRESS_CLASS",
+                format!("{ingress_class:?} is not a valid class name"),
+            ));
+        }
+        let ingress_tls_secret = resource_name(&var, "INGRESS_TLS_SECRET")?;
+
+        let image_pull_secrets = match var("IMAGE_PULL_SECRETS") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    if is_dns_subdomain(name) {
+                        Ok(name.to_string())
+                    } else {
+                        Err(ConfigError::new(
+                            "IMAGE_PULL_SECRETS",
+                            format!("{name:?} is not a valid secret name"),
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        };
+
+        let sandbox_env = string_map(&var, "SANDBOX_ENV")?;
+        for name in sandbox_env.keys() {
+            if RESERVED_ENV.contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    "SANDBOX_ENV",
+                    format!("{name} is set by the service for every sandbox"),
+                ));
+            }
+            if !is_env_name(name) {
+                return Err(ConfigError::new(
+                    "SANDBOX_ENV",
+                    format!("{name:?} is not a valid environment variable name"),
+                ));
+            }
+        }
+
+        let runtime_class = resource_name(&var, "RUNTIME_CLASS")?;
+        let mut runtime_class_map = BTreeMap::new();
+        for (requested, used) in string_map(&var, "RUNTIME_CLASS_MAP")? {
+            if !used.is_empty() && !is_dns_subdomain(&used) {
+                return Err(ConfigError::new(
+                    "RUNTIME_CLASS_MAP",
+                    format!("{used:?} is not a valid runtime class name"),
+                ));
+            }
+            runtime_class_map.insert(requested, Some(used).filter(|u| !u.is_empty()));
+        }
+
+        let ca_cert =
+            resource_name(&var, "CA_CERT_SECRET_NAME")?.map(|name| (name, text("CA_CERT_SECRET_KEY", "ca.crt")));
+
+        let worker_threads = match var("WORKER_THREADS") {
+            None => 16,
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| ConfigError::new("WORKER_THREADS", format!("{n:?} must be a number from 1 to 1024")))?,
+        };
+
+        let image_pull_grace = match var("IMAGE_PULL_GRACE") {
+            None => Duration::from_secs(120),
+            Some(text) => parse_duration(&text).ok_or_else(|| {
+                ConfigError::new(
+                    "IMAGE_PULL_GRACE",
+                    format!("{text:?} is not a duration such as 120s or 2m"),
+                )
+            })?,
+        };
+
+        Ok(Config {
+            api_key,
+            server_port: port(&var, "SERVER_PORT", 8080)?,
+            worker_threads,
+            kube: kube_rest::Config::from_env(env)?,
+            base_domain,
+            url_scheme,
+            ingress_class,
+            ingress_annotations: string_map(&var, "SANDBOX_INGRESS_ANNOTATIONS")?,
+            ingress_tls_secret,
+            registry_prefix: text("REGISTRY_PREFIX", "ghcr.io/openhands"),
+            default_image: text("DEFAULT_IMAGE", "ghcr.io/openhands/agent-server:latest-python"),
+            image_pull_secrets,
+            ports,
+            app_server_url: url(&var, "APP_SERVER_URL")?,
+            app_server_public_url: url(&var, "APP_SERVER_PUBLIC_URL")?,
+            ca_cert,
+            sandbox_env,
+            runtime_class,
+            runtime_class_map,
+            image_pull_grace,
+        })
+    }
+}
+
+type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+fn port(var: &Lookup, name: &'static str, default: u16) -> Result<u16, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ConfigError::new(name, format!("{text:?} is not a port number (1-65535)"))),
+    }
+}
+
+fn resource_name(var: &Lookup, name: &'static str) -> Result<Option<String>, ConfigError> {
+    match var(name) {
+        None => Ok(None),
+        Some(value) if is_dns_subdomain(&value) => Ok(Some(value)),
+        Some(value) => Err(ConfigError::new(
+            name,
+            format!("{value:?} is not a valid Kubernetes name"),
+        )),
+    }
+}
+
+fn url(var: &Lookup, name: &'static str) -> Result<Option<String>, ConfigError> {
+    match var(name) {
+        None => Ok(None),
+        Some(value) if value.starts_with("http://") || value.starts_with("https://") => {
+            Ok(Some(value.trim_end_matches('/').to_string()))
+        }
+        Some(value) => Err(ConfigError::new(
+            name,
+            format!("{value:?} must start with http:// or https://"),
+        )),
+    }
+}
+
+/// A JSON object of strings, e.g. `{"a.b/c": "x, y"}`.
+fn string_map(var: &Lookup, name: &'static str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Some(text) = var(name) else {
+        return Ok(BTreeMap::new());
+    };
+    let invalid = || ConfigError::new(name, "must be a JSON object whose values are strings");
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) else {
+        return Err(invalid());
+    };
+    map.into_iter()
+        .map(|(key, value)| match value {
+            Value::String(value) => Ok((key, value)),
+            _ => Err(invalid()),
+        })
+        .collect()
+}
+
+/// `120`, `120s`, `2m`, `1h`, `500ms`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    match unit {
+        "" | "s" => Some(Duration::from_secs(number)),
+        "ms" => Some(Duration::from_millis(number)),
+        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(number.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+/// A lowercase RFC 1123 subdomain, as Kubernetes names most objects.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| alphanumeric(b) || *b == b'-')
+        && bytes.first().is_some_and(alphanumeric)
+        && bytes.last().is_some_and(alphanumeric)
+}
+
+/// A name every Kubernetes version accepts for a container's environment variable.
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-' || b == b'.')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all: HashMap<String, String> = [("API_KEY", "k"), ("KUBE_API_URL", "http://127.0.0.1:8001")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_env(&|name| all.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.server_port, 8080);
+        assert_eq!(c.worker_threads, 16);
+        assert_eq!(c.base_domain, "sandbox.example.com");
+        assert_eq!(c.url_scheme, "https");
+        assert_eq!(c.ingress_class, "nginx");
+        assert_eq!(c.registry_prefix, "ghcr.io/openhands");
+        assert_eq!(c.default_image, "ghcr.io/openhands/agent-server:latest-python");
+        assert_eq!(
+            c.ports,
+            Ports {
+                agent: 60000,
+                vscode: 60001,
+                worker_1: 12000,
+                worker_2: 12001
+            }
+        );
+        assert_eq!(c.image_pull_grace, Duration::from_secs(120));
+        assert!(c.app_server_url.is_none() && c.ca_cert.is_none() && c.runtime_class.is_none());
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        let no_key = Config::from_env(&|name| (name == "KUBE_API_URL").then(|| "http://h".to_string()));
+        assert_eq!(no_key.unwrap_err().variable, "API_KEY");
+        for (variable, value) in [
+            ("SERVER_PORT", "http"),
+            ("SERVER_PORT", "0"),
+            ("AGENT_SERVER_PORT", "70000"),
+            ("BASE_DOMAIN", "under_score.example.com"),
+            ("URL_SCHEME", "ftp"),
+            ("SANDBOX_INGRESS_ANNOTATIONS", "a=b"),
+            ("SANDBOX_INGRESS_ANNOTATIONS", "{\"a\": 1}"),
+            ("SANDBOX_ENV", "[]"),
+            ("SANDBOX_ENV", "{\"OH_RUNTIME_ID\": \"x\"}"),
+            ("RUNTIME_CLASS_MAP", "{\"sysbox-runc\": \"Not Valid\"}"),
+            ("IMAGE_PULL_SECRETS", "ok,Not_OK"),
+            ("IMAGE_PULL_GRACE", "soon"),
+            ("WORKER_THREADS", "0"),
+            ("APP_SERVER_URL", "app:3000"),
+            ("KUBE_API_URL", "localhost:6443"),
+        ] {
+            let error = config(&[(variable, value)]).unwrap_err();
+            assert_eq!(error.variable, variable, "{value}: {error}");
+        }
+        let same_ports = config(&[("VSCODE_PORT", "60000")]).unwrap_err();
+        assert_eq!(same_ports.variable, "AGENT_SERVER_PORT");
+    }
+
+    #[test]
+    fn json_values_keep_commas_and_map_to_none() {
+        let c = config(&[
+            (
+                "SANDBOX_INGRESS_ANNOTATIONS",
+                r#"{"nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8,192.168.0.0/16"}"#,
+            ),
+            ("RUNTIME_CLASS_MAP", r#"{"sysbox-runc": "", "kata": "kata-qemu"}"#),
+            ("IMAGE_PULL_GRACE", "2m"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.ingress_annotations["nginx.ingress.kubernetes.io/whitelist-source-range"],
+            "10.0.0.0/8,192.168.0.0/16"
+        );
+        assert_eq!(c.runtime_class_map["sysbox-runc"], None);
+        assert_eq!(c.runtime_class_map["kata"].as_deref(), Some("kata-qemu"));
+        assert_eq!(c.image_pull_grace, Duration::from_secs(120));
+    }
+}
