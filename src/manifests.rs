@@ -1,0 +1,384 @@
+//! The Kubernetes objects of one runtime (SPEC §5), built as JSON.
+//!
+//! The anchor Secret is created first and owns everything else, so deleting it (or the service
+//! dying halfway through a `/start`) never leaves an orphan behind.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::config::{Config, RESERVED_ENV};
+use crate::kube_rest::owner_reference;
+use crate::runtime::{Command, DesiredState, PullPolicy, StartRequest};
+
+pub const MANAGED_BY: &str = "openhands-k8s-runtime";
+/// Selects every object this service manages.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=openhands-k8s-runtime";
+pub const RUNTIME_ID_LABEL: &str = "runtime-id";
+pub const SESSION_ID_ANNOTATION: &str = "openhands.dev/session-id";
+pub const DESIRED_STATE_ANNOTATION: &str = "openhands.dev/desired-state";
+pub const DESIRED_STATE_SINCE_ANNOTATION: &str = "openhands.dev/desired-state-since";
+pub const SESSION_KEY_KEY: &str = "session_api_key";
+pub const REQUEST_KEY: &str = "start-request";
+
+const CA_VOLUME: &str = "additional-ca";
+const CA_PATH: &str = "/usr/local/share/ca-certificates/additional-ca.crt";
+const CONTAINER: &str = "agent";
+
+/// `runtime-{id}`: the name of every object of a runtime.
+pub fn object_name(runtime_id: &str) -> String {
+    format!("runtime-{runtime_id}")
+}
+
+/// The Secret key that holds the request's environment variable number `index` (in name order).
+fn env_key(index: usize) -> String {
+    format!("env-{index}")
+}
+
+fn labels(runtime_id: &str, session_id: &str) -> Value {
+    let mut labels = json!({
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app": "openhands-runtime",
+        RUNTIME_ID_LABEL: runtime_id,
+    });
+    // Session ids are valid label values by their own rule; the annotation keeps the original.
+    if session_id.len() <= 63 {
+        labels["session-id"] = json!(session_id);
+    }
+    labels
+}
+
+/// Metadata of a runtime's object; all but the anchor are owned by the anchor (`anchor_uid`).
+fn metadata(runtime_id: &str, session_id: &str, anchor_uid: Option<&str>) -> Value {
+    let mut metadata = json!({
+        "name": object_name(runtime_id),
+        "labels": labels(runtime_id, session_id),
+        "annotations": {SESSION_ID_ANNOTATION: session_id},
+    });
+    if let Some(uid) = anchor_uid {
+        let anchor =
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": object_name(runtime_id), "uid": uid}});
+        metadata["ownerReferences"] = json!([owner_reference(&anchor)]);
+    }
+    metadata
+}
+
+/// The anchor: session key, original request and desired state. Values go in `stringData`;
+/// the API server stores them base64-encoded under `data`.
+pub fn anchor_secret(
+    runtime_id: &str,
+    session_api_key: &str,
+    request: &StartRequest,
+    desired: DesiredState,
+    now: &str,
+) -> Result<Value, serde_json::Error> {
+    let mut string_data = BTreeMap::new();
+    string_data.insert(SESSION_KEY_KEY.to_string(), session_api_key.to_string());
+    string_data.insert(REQUEST_KEY.to_string(), serde_json::to_string(request)?);
+    for (index, value) in request.environment.values().enumerate() {
+        string_data.insert(env_key(index), value.clone());
+    }
+    let mut metadata = metadata(runtime_id, &request.session_id, None);
+    metadata["annotations"][DESIRED_STATE_ANNOTATION] = json!(desired.as_str());
+    metadata["annotations"][DESIRED_STATE_SINCE_ANNOTATION] = json!(now);
+    Ok(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "stringData": string_data,
+    }))
+}
+
+/// The merge patch that records a new desired state on the anchor.
+pub fn desired_state_patch(desired: DesiredState, now: &str) -> Value {
+    json!({"metadata": {"annotations": {
+        DESIRED_STATE_ANNOTATION: desired.as_str(),
+        DESIRED_STATE_SINCE_ANNOTATION: now,
+    }}})
+}
+
+/// `IfNotPresent`, but `Always` for `:latest` or an untagged image (as Kubernetes defaults it).
+fn default_pull_policy(image: &str) -> PullPolicy {
+    if image.contains('@') {
+        return PullPolicy::IfNotPresent;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => PullPolicy::Always,
+        Some(_) => PullPolicy::IfNotPresent,
+    }
+}
+
+fn env_value(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+fn env_from_secret(name: &str, secret: &str, key: &str) -> Value {
+    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+}
+
+/// The container's environment in the order and with the override rules of SPEC §5: the
+/// service's variables, then `SANDBOX_ENV`, then the request's (which win on a shared name,
+/// except the reserved ones), then the webhook address. No name appears twice.
+fn environment(config: &Config, runtime_id: &str, request: &StartRequest) -> Vec<Value> {
+    let secret = object_name(runtime_id);
+    let webhooks = config
+        .app_server_url
+        .as_ref()
+        .map(|url| format!("{url}/api/v1/webhooks"));
+    let request_sets = |name: &str| {
+        request.environment.contains_key(name)
+            && !RESERVED_ENV.contains(&name)
+            && !(name == "OH_WEBHOOKS_0_BASE_URL" && webhooks.is_some())
+    };
+    let ports = config.ports;
+    let mut service: Vec<(String, Value)> = vec![
+        (
+            "OH_SESSION_API_KEYS_0".into(),
+            env_from_secret("OH_SESSION_API_KEYS_0", &secret, SESSION_KEY_KEY),
+        ),
+        (
+            "SESSION_API_KEY".into(),
+            env_from_secret("SESSION_API_KEY", &secret, SESSION_KEY_KEY),
+        ),
+        ("OH_RUNTIME_ID".into(), env_value("OH_RUNTIME_ID", runtime_id)),
+        (
+            "OH_VSCODE_PORT".into(),
+            env_value("OH_VSCODE_PORT", &ports.vscode.to_string()),
+        ),
+        ("WORKER_1".into(), env_value("WORKER_1", &ports.worker_1.to_string())),
+        ("WORKER_2".into(), env_value("WORKER_2", &ports.worker_2.to_string())),
+    ];
+    if let Some(origin) = &config.app_server_public_url {
+        service.push((
+            "OH_ALLOW_CORS_ORIGINS_0".into(),
+            env_value("OH_ALLOW_CORS_ORIGINS_0", origin),
+        ));
+    }
+    // Configuration refuses reserved names in SANDBOX_ENV.
+    for (name, value) in &config.sandbox_env {
+        service.retain(|(existing, _)| existing != name);
+        service.push((name.clone(), env_value(name, value)));
+    }
+    let webhooks_set_by_operator = |name: &str| webhooks.is_some() && name == "OH_WEBHOOKS_0_BASE_URL";
+    service.retain(|(name, _)| !(request_sets(name) || webhooks_set_by_operator(name)));
+
+    let mut env: Vec<Value> = service.into_iter().map(|(_, entry)| entry).collect();
+    for (index, name) in request.environment.keys().enumerate() {
+        if request_sets(name) {
+            env.push(env_from_secret(name, &secret, &env_key(index)));
+        }
+    }
+    if let Some(webhooks) = webhooks {
+        env.push(env_value("OH_WEBHOOKS_0_BASE_URL", &webhooks));
+    }
+    env
+}
+
+/// Requested environment names the service ignores, for a warning (never their values).
+pub fn ignored_environment(config: &Config, request: &StartRequest) -> Vec<String> {
+    request
+        .environment
+        .keys()
+        .filter(|name| {
+            RESERVED_ENV.contains(&name.as_str())
+                || (name.as_str() == "OH_WEBHOOKS_0_BASE_URL" && config.app_server_url.is_some())
+        })
+        .cloned()
+        .collect()
+}
+
+/// `1000m * f` as a CPU quantity.
+fn millicores(amount: f64) -> String {
+    format!("{}m", (amount * 1000.0).round().max(1.0) as u64)
+}
+
+/// `n Mi * f` as a memory quantity.
+fn mebibytes(amount: f64) -> String {
+    format!("{}Mi", amount.round().max(1.0) as u64)
+}
+
+pub fn pod(config: &Config, runtime_id: &str, request: &StartRequest, anchor_uid: &str) -> Value {
+    let ports = config.ports;
+    let f = request.resource_factor;
+    let mut container = json!({
+        "name": CONTAINER,
+        "image": request.image,
+        "imagePullPolicy": request.image_pull_policy.unwrap_or_else(|| default_pull_policy(&request.image)).as_str(),
+        "ports": [
+            {"name": "agent", "containerPort": ports.agent, "protocol": "TCP"},
+            {"name": "vscode", "containerPort": ports.vscode, "protocol": "TCP"},
+            {"name": "worker1", "containerPort": ports.worker_1, "protocol": "TCP"},
+            {"name": "worker2", "containerPort": ports.worker_2, "protocol": "TCP"},
+        ],
+        "env": environment(config, runtime_id, request),
+        "resources": {
+            "requests": {"cpu": millicores(f), "memory": mebibytes(2048.0 * f)},
+            "limits": {"cpu": millicores(2.0 * f), "memory": mebibytes(4096.0 * f)},
+        },
+        "startupProbe": {"httpGet": {"path": "/alive", "port": ports.agent}, "periodSeconds": 5, "failureThreshold": 60},
+        "readinessProbe": {"httpGet": {"path": "/alive", "port": ports.agent}, "periodSeconds": 5, "failureThreshold": 3},
+    });
+    match &request.command {
+        Command::Shell(script) => container["command"] = json!(["/bin/bash", "-c", script]),
+        Command::Exec(argv) => container["command"] = json!(argv),
+        // The agent-server image's entrypoint serves on 8000 unless told otherwise.
+        Command::ImageEntrypoint => container["args"] = json!(["--port", ports.agent.to_string()]),
+    }
+    if let Some(dir) = &request.working_dir {
+        container["workingDir"] = json!(dir);
+    }
+
+    let mut spec = json!({
+        "containers": [container],
+        "restartPolicy": "Always",
+        "enableServiceLinks": false,
+        "automountServiceAccountToken": false,
+    });
+    let mut security = serde_json::Map::new();
+    for (field, value) in [
+        ("runAsUser", request.run_as_user),
+        ("runAsGroup", request.run_as_group),
+        ("fsGroup", request.fs_group),
+    ] {
+        if let Some(value) = value {
+            security.insert(field.to_string(), json!(value));
+        }
+    }
+    if !security.is_empty() {
+        spec["securityContext"] = Value::Object(security);
+    }
+    let runtime_class = match &request.runtime_class {
+        Some(requested) => config
+            .runtime_class_map
+            .get(requested)
+            .cloned()
+            .unwrap_or_else(|| Some(requested.clone())),
+        None => config.runtime_class.clone(),
+    };
+    if let Some(class) = runtime_class {
+        spec["runtimeClassName"] = json!(class);
+    }
+    if !config.image_pull_secrets.is_empty() {
+        let secrets: Vec<Value> = config
+            .image_pull_secrets
+            .iter()
+            .map(|name| json!({"name": name}))
+            .collect();
+        spec["imagePullSecrets"] = json!(secrets);
+    }
+    if let Some((secret, key)) = &config.ca_cert {
+        spec["volumes"] = json!([{"name": CA_VOLUME, "secret": {"secretName": secret, "items": [{"key": key, "path": "additional-ca.crt"}]}}]);
+        spec["containers"][0]["volumeMounts"] =
+            json!([{"name": CA_VOLUME, "mountPath": CA_PATH, "subPath": "additional-ca.crt", "readOnly": true}]);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata(runtime_id, &request.session_id, Some(anchor_uid)),
+        "spec": spec,
+    })
+}
+
+pub fn service(config: &Config, runtime_id: &str, session_id: &str, anchor_uid: &str) -> Value {
+    let ports = config.ports;
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(runtime_id, session_id, Some(anchor_uid)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {RUNTIME_ID_LABEL: runtime_id},
+            "ports": [
+                {"name": "agent", "port": ports.agent, "targetPort": ports.agent, "protocol": "TCP"},
+                {"name": "vscode", "port": ports.vscode, "targetPort": ports.vscode, "protocol": "TCP"},
+                {"name": "worker1", "port": ports.worker_1, "targetPort": ports.worker_1, "protocol": "TCP"},
+                {"name": "worker2", "port": ports.worker_2, "targetPort": ports.worker_2, "protocol": "TCP"},
+            ],
+        },
+    })
+}
+
+/// The hosts of a session: `{s}`, `vscode-{s}`, `work-1-{s}`, `work-2-{s}` under BASE_DOMAIN,
+/// each with the Service port it leads to.
+pub fn hosts(config: &Config, session_id: &str) -> [(String, &'static str); 4] {
+    let s = session_id.to_lowercase();
+    let base = &config.base_domain;
+    [
+        (format!("{s}.{base}"), "agent"),
+        (format!("vscode-{s}.{base}"), "vscode"),
+        (format!("work-1-{s}.{base}"), "worker1"),
+        (format!("work-2-{s}.{base}"), "worker2"),
+    ]
+}
+
+pub fn ingress(config: &Config, runtime_id: &str, session_id: &str, anchor_uid: &str) -> Value {
+    let name = object_name(runtime_id);
+    let hosts = hosts(config, session_id);
+    let rules: Vec<Value> = hosts
+        .iter()
+        .map(|(host, port)| {
+            json!({"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": name, "port": {"name": port}}}}]}})
+        })
+        .collect();
+    let mut metadata = metadata(runtime_id, session_id, Some(anchor_uid));
+    // The agent's websockets live as long as a conversation: nginx's 60 s default cuts them.
+    let annotations = &mut metadata["annotations"];
+    annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] = json!("3600");
+    annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] = json!("3600");
+    annotations["nginx.ingress.kubernetes.io/proxy-body-size"] = json!("0");
+    annotations["nginx.ingress.kubernetes.io/websocket-services"] = json!(name);
+    for (key, value) in &config.ingress_annotations {
+        annotations[key] = json!(value);
+    }
+    let mut spec = json!({"ingressClassName": config.ingress_class, "rules": rules});
+    if let Some(secret) = &config.ingress_tls_secret {
+        let tls_hosts: Vec<&str> = hosts.iter().map(|(host, _)| host.as_str()).collect();
+        spec["tls"] = json!([{"hosts": tls_hosts, "secretName": secret}]);
+    }
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_defaults_like_kubernetes() {
+        assert_eq!(
+            default_pull_policy("ghcr.io/openhands/agent-server:latest-python"),
+            PullPolicy::IfNotPresent
+        );
+        assert_eq!(
+            default_pull_policy("ghcr.io/openhands/agent-server:latest"),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            default_pull_policy("ghcr.io/openhands/agent-server"),
+            PullPolicy::Always
+        );
+        assert_eq!(default_pull_policy("registry:5000/agent"), PullPolicy::Always);
+        assert_eq!(default_pull_policy("registry:5000/agent:1.2"), PullPolicy::IfNotPresent);
+        assert_eq!(default_pull_policy("agent@sha256:abc"), PullPolicy::IfNotPresent);
+    }
+
+    #[test]
+    fn quantities_scale_with_the_factor() {
+        assert_eq!(
+            (millicores(1.0), mebibytes(2048.0)),
+            ("1000m".to_string(), "2048Mi".to_string())
+        );
+        assert_eq!(
+            (millicores(0.5), mebibytes(2048.0 * 0.5)),
+            ("500m".to_string(), "1024Mi".to_string())
+        );
+        assert_eq!(millicores(2.0 * 1.5), "3000m");
+    }
+}

@@ -1,0 +1,269 @@
+//! What a sandbox pod's status says, in the words clients understand (SPEC §4).
+//!
+//! Reasons and messages are Kubernetes' own, verbatim: the app server classifies failures by
+//! words such as `ImagePullBackOff` or `Unschedulable`.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::runtime::parse_rfc3339;
+
+/// `pod_status` of the runtime object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PodStatus {
+    #[serde(rename = "pending")]
+    Pending,
+    #[serde(rename = "running")]
+    Running,
+    #[serde(rename = "ready")]
+    Ready,
+    #[serde(rename = "failed")]
+    Failed,
+    #[serde(rename = "crashloopbackoff")]
+    CrashLoopBackOff,
+    #[serde(rename = "not found")]
+    NotFound,
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+/// What was last seen of a runtime's pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodObservation {
+    pub status: PodStatus,
+    /// Why the pod is not ready, as the kubelet or scheduler says it.
+    pub detail: Option<String>,
+    pub restart_count: u32,
+    pub restart_reasons: Vec<String>,
+}
+
+impl PodObservation {
+    pub fn new(status: PodStatus) -> PodObservation {
+        PodObservation {
+            status,
+            detail: None,
+            restart_count: 0,
+            restart_reasons: Vec::new(),
+        }
+    }
+}
+
+/// Waiting reasons that no retry by the kubelet will cure.
+const FATAL_WAITING: [&str; 3] = ["InvalidImageName", "CreateContainerConfigError", "ErrImageNeverPull"];
+/// Waiting reasons that may still cure themselves (a registry hiccup) for a while.
+const PULL_WAITING: [&str; 2] = ["ImagePullBackOff", "ErrImagePull"];
+
+/// Derives the observation from a pod (or its absence) by the rules of SPEC §4, in order.
+pub fn observe(pod: Option<&Value>, now: SystemTime, image_pull_grace: Duration) -> PodObservation {
+    let Some(pod) = pod.filter(|pod| pod["metadata"]["deletionTimestamp"].is_null()) else {
+        return PodObservation::new(PodStatus::NotFound);
+    };
+    let status = &pod["status"];
+    let containers: Vec<&Value> = status["containerStatuses"]
+        .as_array()
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    let restart_count = containers
+        .iter()
+        .filter_map(|c| c["restartCount"].as_u64())
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        .fold(0u32, u32::saturating_add);
+    let restart_reasons: Vec<String> = containers
+        .iter()
+        .filter_map(|c| c["lastState"]["terminated"]["reason"].as_str())
+        .map(str::to_string)
+        .collect();
+    let last_termination = containers
+        .iter()
+        .find_map(|c| describe_termination(&c["lastState"]["terminated"]));
+    let waiting = |reasons: &[&str]| {
+        containers.iter().find_map(|c| {
+            let waiting = &c["state"]["waiting"];
+            let reason = waiting["reason"].as_str()?;
+            reasons
+                .contains(&reason)
+                .then(|| with_message(reason, waiting["message"].as_str()))
+        })
+    };
+    let observation = |pod_status: PodStatus, detail: Option<String>| PodObservation {
+        status: pod_status,
+        detail,
+        restart_count,
+        restart_reasons: restart_reasons.clone(),
+    };
+    let phase = status["phase"].as_str().unwrap_or_default();
+
+    if let Some(detail) = waiting(&["CrashLoopBackOff"]) {
+        let detail = match &last_termination {
+            Some(last) => format!("{detail}; last termination: {last}"),
+            None => detail,
+        };
+        return observation(PodStatus::CrashLoopBackOff, Some(detail));
+    }
+    if let Some(detail) = waiting(&FATAL_WAITING) {
+        return observation(PodStatus::Failed, Some(detail));
+    }
+    if let Some(detail) = waiting(&PULL_WAITING) {
+        let since = pod["metadata"]["creationTimestamp"].as_str().and_then(parse_rfc3339);
+        let persisting = since.is_some_and(|since| now.duration_since(since).unwrap_or_default() > image_pull_grace);
+        let pod_status = if persisting {
+            PodStatus::Failed
+        } else {
+            PodStatus::Pending
+        };
+        return observation(pod_status, Some(detail));
+    }
+    match phase {
+        "Failed" | "Succeeded" => {
+            let detail = containers
+                .iter()
+                .find_map(|c| describe_termination(&c["state"]["terminated"]))
+                .or_else(|| {
+                    status["reason"]
+                        .as_str()
+                        .map(|reason| with_message(reason, status["message"].as_str()))
+                })
+                .unwrap_or_else(|| format!("the pod ended in phase {phase}"));
+            observation(PodStatus::Failed, Some(detail))
+        }
+        "Pending" => {
+            let detail = unschedulable(status).or_else(|| {
+                containers.iter().find_map(|c| {
+                    let waiting = &c["state"]["waiting"];
+                    waiting["reason"]
+                        .as_str()
+                        .map(|reason| with_message(reason, waiting["message"].as_str()))
+                })
+            });
+            observation(PodStatus::Pending, detail)
+        }
+        "Running" if condition(status, "Ready").is_some_and(|c| c["status"] == "True") => {
+            observation(PodStatus::Ready, None)
+        }
+        "Running" => {
+            let detail = condition(status, "Ready").and_then(|c| {
+                c["reason"]
+                    .as_str()
+                    .map(|reason| with_message(reason, c["message"].as_str()))
+            });
+            observation(PodStatus::Running, detail)
+        }
+        _ => {
+            let detail = status["reason"]
+                .as_str()
+                .map(|reason| with_message(reason, status["message"].as_str()));
+            observation(PodStatus::Unknown, detail)
+        }
+    }
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> Option<&'a Value> {
+    status["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+}
+
+fn unschedulable(status: &Value) -> Option<String> {
+    let scheduled = condition(status, "PodScheduled")?;
+    (scheduled["status"] == "False").then(|| {
+        with_message(
+            scheduled["reason"].as_str().unwrap_or("Unschedulable"),
+            scheduled["message"].as_str(),
+        )
+    })
+}
+
+fn with_message(reason: &str, message: Option<&str>) -> String {
+    match message.filter(|m| !m.is_empty()) {
+        Some(message) => format!("{reason}: {message}"),
+        None => reason.to_string(),
+    }
+}
+
+/// `OOMKilled (exit code 137)` from a `terminated` container state.
+fn describe_termination(terminated: &Value) -> Option<String> {
+    let reason = terminated["reason"].as_str().unwrap_or("Terminated");
+    let exit_code = terminated["exitCode"].as_i64()?;
+    Some(format!("{reason} (exit code {exit_code})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const GRACE: Duration = Duration::from_secs(120);
+
+    fn pod(created: &str, status: Value) -> Value {
+        json!({"metadata": {"name": "p", "creationTimestamp": created}, "status": status})
+    }
+
+    fn now() -> SystemTime {
+        parse_rfc3339("2025-03-04T10:16:00Z").unwrap()
+    }
+
+    #[test]
+    fn no_pod_or_a_terminating_pod_is_not_found() {
+        assert_eq!(observe(None, now(), GRACE).status, PodStatus::NotFound);
+        let mut terminating = pod("2025-03-04T10:15:00Z", json!({"phase": "Running"}));
+        terminating["metadata"]["deletionTimestamp"] = json!("2025-03-04T10:16:30Z");
+        assert_eq!(observe(Some(&terminating), now(), GRACE).status, PodStatus::NotFound);
+    }
+
+    #[test]
+    fn image_pull_errors_are_pending_within_the_grace_then_failed() {
+        let status = json!({"phase": "Pending", "containerStatuses": [{"name": "agent", "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]});
+        let young = observe(Some(&pod("2025-03-04T10:15:00Z", status.clone())), now(), GRACE);
+        assert_eq!(young.status, PodStatus::Pending);
+        assert_eq!(
+            young.detail.as_deref(),
+            Some("ImagePullBackOff: Back-off pulling image \"x\"")
+        );
+        let old = observe(Some(&pod("2025-03-04T10:00:00Z", status)), now(), GRACE);
+        assert_eq!(old.status, PodStatus::Failed);
+    }
+
+    #[test]
+    fn unrecoverable_waiting_reasons_fail_at_once() {
+        for reason in FATAL_WAITING {
+            let status = json!({"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": reason}}}]});
+            let seen = observe(Some(&pod("2025-03-04T10:15:59Z", status)), now(), GRACE);
+            assert_eq!((seen.status, seen.detail.as_deref()), (PodStatus::Failed, Some(reason)));
+        }
+    }
+
+    #[test]
+    fn failed_pods_say_how_their_container_ended() {
+        let status = json!({"phase": "Failed", "containerStatuses": [{"restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]});
+        let seen = observe(Some(&pod("2025-03-04T10:15:00Z", status)), now(), GRACE);
+        assert_eq!(
+            (seen.status, seen.detail.as_deref()),
+            (PodStatus::Failed, Some("OOMKilled (exit code 137)"))
+        );
+        let evicted =
+            json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."});
+        let seen = observe(Some(&pod("2025-03-04T10:15:00Z", evicted)), now(), GRACE);
+        assert_eq!(
+            seen.detail.as_deref(),
+            Some("Evicted: The node was low on resource: memory.")
+        );
+    }
+
+    #[test]
+    fn unknown_phase_is_unknown() {
+        let seen = observe(
+            Some(&pod(
+                "2025-03-04T10:15:00Z",
+                json!({"phase": "Unknown", "reason": "NodeLost"}),
+            )),
+            now(),
+            GRACE,
+        );
+        assert_eq!(
+            (seen.status, seen.detail.as_deref()),
+            (PodStatus::Unknown, Some("NodeLost"))
+        );
+    }
+}
