@@ -10,10 +10,12 @@ pub mod kubelet;
 pub mod names;
 pub mod schema;
 pub mod selector;
+pub mod service;
 pub mod tls;
 
 pub use fake_kube::{FakeKube, Fault, FaultRule, NAMESPACE, TOKEN};
 pub use kubelet::PodFate;
+pub use service::{API_KEY, BASE_DOMAIN, Service};
 
 /// A fresh directory for one test's files.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {

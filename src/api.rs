@@ -1,0 +1,327 @@
+//! The HTTP API (SPEC §3) on `tiny_http`: routing, the API key, bodies and JSON answers.
+//!
+//! Reads answer from the store and never call Kubernetes; writes go to the controller.
+
+use std::io::Read;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tiny_http::{Header, Method, Request, Response};
+
+use crate::controller::{Controller, Started};
+use crate::error::Error;
+use crate::runtime::RuntimeView;
+
+/// Bodies above this are refused with 413 (a start request is a few KiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+const MAX_BATCH_IDS: usize = 1000;
+
+/// The endpoints, by path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    Start,
+    Stop,
+    Pause,
+    Resume,
+    List,
+    Runtime(String),
+    Session(String),
+    SessionsBatch,
+    RegistryPrefix,
+    ImageExists,
+    Health,
+    Liveness,
+    Readiness,
+}
+
+impl Endpoint {
+    fn parse(path: &str) -> Option<Endpoint> {
+        let endpoint = match path {
+            "/start" => Endpoint::Start,
+            "/stop" => Endpoint::Stop,
+            "/pause" => Endpoint::Pause,
+            "/resume" => Endpoint::Resume,
+            "/list" => Endpoint::List,
+            "/sessions/batch" => Endpoint::SessionsBatch,
+            "/registry_prefix" => Endpoint::RegistryPrefix,
+            "/image_exists" => Endpoint::ImageExists,
+            "/health" => Endpoint::Health,
+            "/liveness" => Endpoint::Liveness,
+            "/readiness" => Endpoint::Readiness,
+            _ => {
+                if let Some(id) = path
+                    .strip_prefix("/runtime/")
+                    .filter(|id| !id.is_empty() && !id.contains('/'))
+                {
+                    Endpoint::Runtime(percent_decode(id))
+                } else if let Some(id) = path
+                    .strip_prefix("/sessions/")
+                    .filter(|id| !id.is_empty() && !id.contains('/'))
+                {
+                    Endpoint::Session(percent_decode(id))
+                } else {
+                    return None;
+                }
+            }
+        };
+        Some(endpoint)
+    }
+
+    fn method(&self) -> Method {
+        match self {
+            Endpoint::Start | Endpoint::Stop | Endpoint::Pause | Endpoint::Resume => Method::Post,
+            _ => Method::Get,
+        }
+    }
+
+    /// Probes and health checks answer without the API key.
+    fn is_open(&self) -> bool {
+        matches!(self, Endpoint::Health | Endpoint::Liveness | Endpoint::Readiness)
+    }
+}
+
+/// A successful answer: status code and JSON body.
+struct Reply {
+    code: u16,
+    body: Value,
+}
+
+impl Reply {
+    fn ok(body: impl Serialize) -> Result<Reply, Error> {
+        Reply::with_code(200, body)
+    }
+
+    fn with_code(code: u16, body: impl Serialize) -> Result<Reply, Error> {
+        let body = serde_json::to_value(body).map_err(|e| Error::Internal(format!("cannot encode the answer: {e}")))?;
+        Ok(Reply { code, body })
+    }
+}
+
+/// Serves requests from `server` until it is unblocked; one call per worker thread.
+pub fn serve(server: &tiny_http::Server, controller: &Controller) {
+    for request in server.incoming_requests() {
+        handle(controller, request);
+    }
+}
+
+fn handle(controller: &Controller, mut request: Request) {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let answer = answer(controller, &mut request, path, query);
+    let (code, body, extra_headers) = match answer {
+        Ok(reply) => (reply.code, reply.body, Vec::new()),
+        Err(error) => {
+            let mut headers = Vec::new();
+            if let Error::MethodNotAllowed { allow } = &error {
+                headers.push(("Allow", allow.to_string()));
+            }
+            if let Some(seconds) = error.retry_after() {
+                headers.push(("Retry-After", seconds.to_string()));
+            }
+            if error.status_code() >= 500 {
+                log::warn!("{method} {path}: {error}");
+            }
+            let body = json!({"detail": error.to_string(), "error": error.code()});
+            (error.status_code(), body, headers)
+        }
+    };
+    log::debug!("{method} {path} {code} in {:?}", started.elapsed());
+    let mut response = Response::from_data(body.to_string()).with_status_code(code);
+    let headers = std::iter::once(("Content-Type", "application/json".to_string())).chain(extra_headers);
+    for (name, value) in headers {
+        if let Some(header) = header(name, &value) {
+            response.add_header(header);
+        }
+    }
+    if let Err(error) = request.respond(response) {
+        log::debug!("{method} {path}: the client went away: {error}");
+    }
+}
+
+/// A header from our own ASCII names and values, which tiny_http always accepts.
+fn header(name: &str, value: &str) -> Option<Header> {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+fn answer(controller: &Controller, request: &mut Request, path: &str, query: &str) -> Result<Reply, Error> {
+    let endpoint = Endpoint::parse(path).ok_or(Error::NotFound)?;
+    let expected = endpoint.method();
+    if *request.method() != expected {
+        return Err(Error::MethodNotAllowed {
+            allow: if expected == Method::Post { "POST" } else { "GET" },
+        });
+    }
+    if !endpoint.is_open() && !authorized(controller, request) {
+        return Err(Error::Unauthorized);
+    }
+    let store = controller.store();
+    let view = |runtime: &crate::runtime::Runtime| controller.view(runtime);
+    match endpoint {
+        Endpoint::Start => match controller.start(&json_body(request)?)? {
+            Started::Created(runtime) => Reply::with_code(201, runtime),
+            Started::Existing(runtime) => Reply::ok(runtime),
+        },
+        Endpoint::Stop => Reply::ok(controller.stop(&runtime_id(&json_body(request)?)?)?),
+        Endpoint::Pause => Reply::ok(controller.pause(&runtime_id(&json_body(request)?)?)?),
+        Endpoint::Resume => Reply::ok(controller.resume(&runtime_id(&json_body(request)?)?)?),
+        Endpoint::List => {
+            let include_paused = query_values(query, "include_paused")
+                .iter()
+                .any(|v| v == "true" || v == "1");
+            let runtimes: Vec<RuntimeView> = store
+                .map_all(view)
+                .into_iter()
+                .filter(|r| include_paused || r.status != crate::runtime::Status::Paused)
+                .collect();
+            Reply::ok(json!({"runtimes": runtimes}))
+        }
+        Endpoint::Runtime(id) => Reply::ok(store.find(&id, view).ok_or(Error::RuntimeNotFound(id))?),
+        Endpoint::Session(session_id) => {
+            let found = store.map_sessions(&[session_id.as_str()], view).pop().flatten();
+            Reply::ok(found.ok_or(Error::SessionNotFound(session_id))?)
+        }
+        Endpoint::SessionsBatch => {
+            let ids: Vec<String> = query_values(query, "ids")
+                .iter()
+                .flat_map(|value| value.split(','))
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .collect();
+            if ids.len() > MAX_BATCH_IDS {
+                return Err(Error::invalid(
+                    "ids",
+                    format!("at most {MAX_BATCH_IDS} ids per request"),
+                ));
+            }
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            Reply::ok(store.map_sessions(&ids, view))
+        }
+        Endpoint::RegistryPrefix => Reply::ok(json!({"registry_prefix": controller.config().registry_prefix})),
+        Endpoint::ImageExists => {
+            let image = query_values(query, "image").into_iter().find(|i| !i.is_empty());
+            let image = image.ok_or_else(|| Error::invalid("image", "is required"))?;
+            Err(Error::Internal(format!(
+                "cannot check {image}: registry lookups are not implemented yet"
+            )))
+        }
+        Endpoint::Health | Endpoint::Liveness => Reply::ok(json!({"status": "ok"})),
+        Endpoint::Readiness if store.is_ready() => Reply::ok(json!({"status": "ok"})),
+        Endpoint::Readiness => Err(Error::NotReady),
+    }
+}
+
+/// Compares the `X-API-Key` header with the configured key in constant time.
+fn authorized(controller: &Controller, request: &Request) -> bool {
+    let expected = controller.config().api_key.as_bytes();
+    request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("X-API-Key"))
+        .any(|h| constant_time_eq(h.value.as_str().as_bytes(), expected))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads a JSON body of at most `MAX_BODY_BYTES`.
+fn json_body(request: &mut Request) -> Result<Value, Error> {
+    if request.body_length().is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(MAX_BODY_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::invalid("body", format!("cannot be read: {e}")))?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::PayloadTooLarge { limit: MAX_BODY_BYTES });
+    }
+    serde_json::from_slice(&body).map_err(|e| Error::invalid("body", format!("is not valid JSON: {e}")))
+}
+
+fn runtime_id(body: &Value) -> Result<String, Error> {
+    match body.get("runtime_id") {
+        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
+        None | Some(Value::Null) => Err(Error::invalid("runtime_id", "is required")),
+        Some(_) => Err(Error::invalid("runtime_id", "must be a non-empty string")),
+    }
+}
+
+/// Every value of `name` in a query string, decoded.
+fn query_values(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_route_to_endpoints() {
+        assert_eq!(Endpoint::parse("/sessions/batch"), Some(Endpoint::SessionsBatch));
+        assert_eq!(Endpoint::parse("/sessions/abc"), Some(Endpoint::Session("abc".into())));
+        assert_eq!(Endpoint::parse("/runtime/0f"), Some(Endpoint::Runtime("0f".into())));
+        assert_eq!(Endpoint::parse("/runtime/"), None);
+        assert_eq!(Endpoint::parse("/sessions/a/b"), None);
+        assert_eq!(Endpoint::parse("/nope"), None);
+    }
+
+    #[test]
+    fn queries_decode_repeated_values() {
+        assert_eq!(query_values("ids=a&ids=b%2Cc&x=1", "ids"), ["a", "b,c"]);
+        assert_eq!(
+            query_values("image=ghcr.io%2Fopenhands%2Fagent%3A1", "image"),
+            ["ghcr.io/openhands/agent:1"]
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,209 @@
+//! The real service binary, started against a fake API server, and an HTTP client for it.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::fake_kube::{FakeKube, NAMESPACE, TOKEN};
+
+pub const API_KEY: &str = "test-api-key";
+pub const BASE_DOMAIN: &str = "sandbox.test";
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// An HTTP answer of the service.
+#[derive(Debug)]
+pub struct Answer {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Service {
+    child: Child,
+    pub url: String,
+    log: PathBuf,
+    agent: ureq::Agent,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The environment the service gets against `fake`, before the test's own variables.
+pub fn base_env(fake: &FakeKube, dir: &std::path::Path) -> Vec<(String, String)> {
+    fs::write(dir.join("token"), TOKEN).expect("write the token");
+    let mut env = vec![
+        ("API_KEY", API_KEY.to_string()),
+        ("KUBE_API_URL", fake.url().to_string()),
+        ("KUBE_TOKEN_FILE", dir.join("token").display().to_string()),
+        ("NAMESPACE", NAMESPACE.to_string()),
+        ("BASE_DOMAIN", BASE_DOMAIN.to_string()),
+        ("RUST_LOG", "debug".to_string()),
+        ("WORKER_THREADS", "8".to_string()),
+    ];
+    if let Some(ca) = fake.ca_pem() {
+        fs::write(dir.join("ca.crt"), ca).expect("write the CA");
+        env.push(("KUBE_CA_FILE", dir.join("ca.crt").display().to_string()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// Runs the binary with exactly `env` (nothing inherited but PATH); returns it once started.
+pub fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
+    let log_file = fs::File::create(log).expect("create the log file");
+    Command::new(env!("CARGO_BIN_EXE_openhands-k8s-runtime"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start the service")
+}
+
+impl Service {
+    /// Starts the service against `fake` with `extra` variables, and waits until it is ready.
+    pub fn start(fake: &FakeKube, extra: &[(&str, &str)]) -> Service {
+        let dir = super::temp_dir("service");
+        let port = free_port();
+        let mut env = base_env(fake, &dir);
+        env.push(("SERVER_PORT".to_string(), port.to_string()));
+        for (name, value) in extra {
+            env.retain(|(k, _)| k != name);
+            env.push((name.to_string(), value.to_string()));
+        }
+        let log = dir.join("service.log");
+        let child = spawn(&env, &log);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut service = Service {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            agent,
+        };
+        service.wait_ready();
+        service
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the service exited ({status}) before it was ready:\n{}", self.log());
+            }
+            let ready = self
+                .agent
+                .get(format!("{}/readiness", self.url))
+                .call()
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service was not ready in time:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A request with the right API key.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
+        self.call_with_key(method, path, body, Some(API_KEY))
+    }
+
+    pub fn call_with_key(&self, method: &str, path: &str, body: Option<&Value>, key: Option<&str>) -> Answer {
+        self.raw(method, path, body.map(|b| b.to_string().into_bytes()), key)
+    }
+
+    pub fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>, key: Option<&str>) -> Answer {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        let response = match body {
+            Some(body) => self
+                .agent
+                .run(request.header("Content-Type", "application/json").body(body).unwrap()),
+            None => self.agent.run(request.body(()).unwrap()),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
+        Answer {
+            code: response.status().as_u16(),
+            headers,
+            body,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Answer {
+        self.call("POST", path, Some(body))
+    }
+
+    /// Polls `GET /sessions/{id}` until `condition` holds, and returns that runtime object.
+    pub fn wait_for_session(&self, session_id: &str, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = self.get(&format!("/sessions/{session_id}"));
+            if answer.code == 200 && condition(&answer.body) {
+                return answer.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session {session_id} never became {what}; last: {} {:#}",
+                answer.code,
+                answer.body
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for `status` on the session's runtime.
+    pub fn wait_for_status(&self, session_id: &str, status: &str) -> Value {
+        self.wait_for_session(session_id, status, |r| r["status"] == status)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
