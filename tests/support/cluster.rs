@@ -328,6 +328,10 @@ impl Cluster {
         self.rules.push((image_part.to_string(), fate));
     }
 
+    pub fn clear_rules(&mut self) {
+        self.rules.clear();
+    }
+
     pub fn set_fate(&mut self, namespace: &str, name: &str, fate: PodFate) -> bool {
         let key = Key {
             plural: "pods",

@@ -330,6 +330,11 @@ impl FakeKube {
         self.shared.lock().cluster.add_rule(image_part, fate);
     }
 
+    /// Forgets every kubelet rule: new pods become Ready again.
+    pub fn clear_kubelet_rules(&self) {
+        self.shared.lock().cluster.clear_rules();
+    }
+
     /// Changes the fate of an existing pod; it goes on from `ContainerCreating`.
     pub fn set_pod_fate(&self, name: &str, fate: PodFate) -> bool {
         self.shared.lock().cluster.set_fate(NAMESPACE, name, fate)
