@@ -207,6 +207,21 @@ fn pause_and_resume_keep_the_original_spec_and_key() {
     let no_op = service.post("/resume", &json!({"runtime_id": started["runtime_id"]}));
     assert_eq!((no_op.code, no_op.body["status"].as_str()), (200, Some("running")));
     assert_eq!(fake.count("POST", "/pods"), 2);
+
+    // The SDK and the older runtime call /start again: a paused runtime is resumed by it.
+    service.post("/pause", &json!({"runtime_id": started["runtime_id"]}));
+    assert!(fake.wait_for(WAIT, |c| c.object("pods", &name).is_none()));
+    let restarted = service.post("/start", &body);
+    assert_eq!(restarted.code, 200);
+    assert_eq!(
+        (restarted.body["runtime_id"].clone(), restarted.body["status"].as_str()),
+        (started["runtime_id"].clone(), Some("starting"))
+    );
+    service.wait_for_status("keep", "running");
+    assert_eq!(
+        fake.object("pods", &name).unwrap()["spec"]["containers"],
+        original["spec"]["containers"]
+    );
 }
 
 #[test]
