@@ -4,7 +4,7 @@
 //!
 //! Behaviour follows `../shared/k8s-api-semantics.md`; section numbers below refer to it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -235,6 +235,33 @@ pub struct Key {
     pub name: String,
 }
 
+/// How many changes are kept for watches (the real watch cache keeps a window too).
+const EVENT_HISTORY: usize = 50_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+}
+
+struct Event {
+    resource_version: u64,
+    kind: EventKind,
+    key: Key,
+    object: Value,
+}
+
 /// DeleteOptions that matter here.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
@@ -264,6 +291,10 @@ pub struct Cluster {
     pub termination_ticks: u32,
     /// Keeps terminating pods until released, to observe the window.
     pub hold_terminating: bool,
+    /// Recent changes, for watches; older ones answer 410 Expired.
+    events: VecDeque<Event>,
+    /// Events up to this resourceVersion are no longer kept.
+    history_starts_after: u64,
     /// Every object received that breaks its strict schema; each one fails the test.
     pub violations: Vec<String>,
     /// Also check what the fake itself emits (off for benchmarks).
@@ -305,6 +336,8 @@ impl Cluster {
             namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             resource_version: 1000,
             compacted_before: 0,
+            events: VecDeque::new(),
+            history_starts_after: 0,
             pods: HashMap::new(),
             rules: Vec::new(),
             termination_ticks: 2,
@@ -355,23 +388,22 @@ impl Cluster {
             namespace: namespace.to_string(),
             name: name.to_string(),
         };
-        let rv = self.next_resource_version();
-        match self.objects.get_mut(&key) {
-            Some(pod) => {
-                pod["status"] = status;
-                pod["metadata"]["resourceVersion"] = json!(rv);
-                if let Some(progress) = self.pods.get_mut(&key) {
-                    progress.fate = PodFate::Scripted;
-                }
-                true
-            }
-            None => false,
+        let Some(mut pod) = self.objects.get(&key).cloned() else {
+            return false;
+        };
+        pod["status"] = status;
+        if let Some(progress) = self.pods.get_mut(&key) {
+            progress.fate = PodFate::Scripted;
         }
+        self.put(key, pod);
+        true
     }
 
     /// Makes every continue token issued so far expire (as after an etcd compaction).
     pub fn compact(&mut self) {
         self.compacted_before = self.resource_version + 1;
+        self.history_starts_after = self.resource_version;
+        self.events.clear();
     }
 
     pub fn objects(&self, plural: &str) -> Vec<Value> {
@@ -483,10 +515,8 @@ impl Cluster {
             fold_string_data(&mut object)?;
         }
         let now = timestamp(SystemTime::now());
-        let rv = self.next_resource_version();
         let metadata = &mut object["metadata"];
         metadata["uid"] = json!(random_uid());
-        metadata["resourceVersion"] = json!(rv);
         metadata["creationTimestamp"] = json!(now);
         for server_set in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
             if let Some(m) = metadata.as_object_mut() {
@@ -506,8 +536,7 @@ impl Cluster {
             self.pods.insert(key.clone(), PodProgress::new(fate));
         }
         self.check_own(rt, &object);
-        self.objects.insert(key, object.clone());
-        Ok(object)
+        Ok(self.put(key, object))
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, StatusError> {
@@ -678,18 +707,90 @@ impl Cluster {
             let at = SystemTime::now() + Duration::from_secs(grace.max(0) as u64);
             object["metadata"]["deletionTimestamp"] = json!(timestamp(at));
             object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-            object["metadata"]["resourceVersion"] = json!(self.next_resource_version());
-            self.objects.insert(key.clone(), object.clone());
+            object = self.put(key.clone(), object);
         } else {
             self.remove(key);
         }
         object
     }
 
+    /// Stores an object under a new resourceVersion and records the watch event.
+    fn put(&mut self, key: Key, mut object: Value) -> Value {
+        object["metadata"]["resourceVersion"] = json!(self.next_resource_version());
+        let kind = if self.objects.contains_key(&key) {
+            EventKind::Modified
+        } else {
+            EventKind::Added
+        };
+        self.record(kind, &key, &object);
+        self.objects.insert(key, object.clone());
+        object
+    }
+
     fn remove(&mut self, key: &Key) {
-        self.objects.remove(key);
-        self.pods.remove(key);
-        self.resource_version += 1;
+        if let Some(mut object) = self.objects.remove(key) {
+            self.pods.remove(key);
+            object["metadata"]["resourceVersion"] = json!(self.next_resource_version());
+            self.record(EventKind::Deleted, key, &object);
+        }
+    }
+
+    fn record(&mut self, kind: EventKind, key: &Key, object: &Value) {
+        self.events.push_back(Event {
+            resource_version: self.resource_version,
+            kind,
+            key: key.clone(),
+            object: object.clone(),
+        });
+        if self.events.len() > EVENT_HISTORY {
+            if let Some(dropped) = self.events.pop_front() {
+                self.history_starts_after = dropped.resource_version;
+            }
+        }
+    }
+
+    /// Events after `resource_version` for a watch, or 410 when they are no longer kept.
+    pub fn events_after(
+        &self,
+        resource_version: u64,
+        plural: &str,
+        namespace: &str,
+        selector: &Selector,
+    ) -> Result<Vec<(EventKind, u64, Value)>, StatusError> {
+        if resource_version < self.history_starts_after {
+            let message = format!(
+                "too old resource version: {resource_version} ({})",
+                self.history_starts_after + 1
+            );
+            return Err(StatusError::expired(&message));
+        }
+        Ok(self
+            .events
+            .iter()
+            .filter(|e| {
+                e.resource_version > resource_version
+                    && e.key.plural == plural
+                    && e.key.namespace == namespace
+                    && selector.matches(e.object["metadata"]["labels"].as_object())
+            })
+            .map(|e| (e.kind, e.resource_version, e.object.clone()))
+            .collect())
+    }
+
+    /// The current objects as ADDED events, for a watch that starts "now".
+    pub fn current_as_events(
+        &self,
+        plural: &str,
+        namespace: &str,
+        selector: &Selector,
+    ) -> Vec<(EventKind, u64, Value)> {
+        self.objects
+            .iter()
+            .filter(|(k, v)| {
+                k.plural == plural && k.namespace == namespace && selector.matches(v["metadata"]["labels"].as_object())
+            })
+            .map(|(_, v)| (EventKind::Added, self.resource_version, v.clone()))
+            .collect()
     }
 
     fn orphan_dependents(&mut self, owner_uid: &str) {
@@ -700,12 +801,11 @@ impl Cluster {
             .map(|(k, _)| k.clone())
             .collect();
         for key in dependents {
-            let rv = self.next_resource_version();
-            if let Some(object) = self.objects.get_mut(&key) {
+            if let Some(mut object) = self.objects.get(&key).cloned() {
                 if let Some(refs) = object["metadata"]["ownerReferences"].as_array_mut() {
                     refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
                 }
-                object["metadata"]["resourceVersion"] = json!(rv);
+                self.put(key, object);
             }
         }
     }
@@ -790,10 +890,8 @@ impl Cluster {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             updated["metadata"]["generation"] = json!(generation);
         }
-        updated["metadata"]["resourceVersion"] = json!(self.next_resource_version());
         self.check_own(rt, &updated);
-        self.objects.insert(key, updated.clone());
-        Ok(updated)
+        Ok(self.put(key, updated))
     }
 
     // ---- controllers ----
@@ -830,10 +928,9 @@ impl Cluster {
                 continue;
             }
             if kubelet::advance(&mut pod, progress, now) {
-                pod["metadata"]["resourceVersion"] = json!(self.next_resource_version());
                 let rt = &RESOURCES[0];
                 self.check_own(rt, &pod);
-                self.objects.insert(key, pod);
+                self.put(key, pod);
             }
         }
     }
@@ -914,8 +1011,7 @@ impl Cluster {
                     "accessModes": claim["spec"]["accessModes"],
                     "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
                 });
-                bound["metadata"]["resourceVersion"] = json!(self.next_resource_version());
-                self.objects.insert(key, bound);
+                self.put(key, bound);
             }
         }
     }
@@ -931,8 +1027,7 @@ impl Cluster {
         if done && !object["metadata"]["deletionTimestamp"].is_null() {
             self.remove(key);
         } else {
-            object["metadata"]["resourceVersion"] = json!(self.next_resource_version());
-            self.objects.insert(key.clone(), object);
+            self.put(key.clone(), object);
         }
     }
 

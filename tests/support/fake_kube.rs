@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::cluster::{self, Cluster, DeleteOptions, RESOURCES, ResourceType, StatusError};
 use super::kubelet::PodFate;
 use super::schema;
+use super::selector::Selector;
 use super::tls::TestPki;
 
 pub const NAMESPACE: &str = "openhands";
@@ -33,6 +34,8 @@ pub enum Fault {
     GatewayTimeout,
     /// 410 `Expired`, as for a continue token past compaction.
     Expired,
+    /// No answer at all until `FakeKube::release_hung` (a test kills the caller meanwhile).
+    Hang,
 }
 
 /// Which requests get a fault, and how many of them.
@@ -161,6 +164,10 @@ impl Builder {
                 tokens: self.tokens,
                 denied: Vec::new(),
                 latency: Duration::ZERO,
+                watch_epoch: 0,
+                break_watches_mid_line: false,
+                hung_release: 0,
+                stopping: false,
             }),
             changed: Condvar::new(),
         });
@@ -208,6 +215,13 @@ struct State {
     /// `(verb, resource)` pairs RBAC refuses.
     denied: Vec<(String, String)>,
     latency: Duration,
+    /// Bumped to end every open watch stream.
+    watch_epoch: u64,
+    /// Whether ended streams stop in the middle of an event line.
+    break_watches_mid_line: bool,
+    /// Bumped to release hung requests.
+    hung_release: u64,
+    stopping: bool,
 }
 
 struct Shared {
@@ -352,6 +366,40 @@ impl FakeKube {
         self.shared.lock().cluster.hold_terminating = hold;
     }
 
+    /// Ends every open watch stream cleanly, as a proxy cutting long connections would.
+    pub fn drop_watches(&self) {
+        let mut state = self.shared.lock();
+        state.break_watches_mid_line = false;
+        state.watch_epoch += 1;
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    /// Ends every open watch stream in the middle of an event line.
+    pub fn break_watches(&self) {
+        let mut state = self.shared.lock();
+        state.break_watches_mid_line = true;
+        state.watch_epoch += 1;
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    /// How many watch requests of `resource` were made.
+    pub fn watch_count(&self, resource: &str) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.path.ends_with(resource) && r.query.contains("watch="))
+            .count()
+    }
+
+    /// Lets requests held by `Fault::Hang` go (unanswered).
+    pub fn release_hung(&self) {
+        self.shared.lock().hung_release += 1;
+        self.shared.changed.notify_all();
+    }
+
     /// Makes every continue token issued so far expire (410).
     pub fn compact(&self) {
         self.shared.lock().cluster.compact();
@@ -426,6 +474,8 @@ impl FakeView<'_> {
 
 impl Drop for FakeKube {
     fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.changed.notify_all();
         self.stop.take();
         self.server.unblock();
         for thread in self.threads.drain(..) {
@@ -448,6 +498,23 @@ struct Reply {
     content_type: &'static str,
     body: String,
     headers: Vec<(&'static str, String)>,
+    special: Option<Special>,
+}
+
+/// Answers that are not one body.
+enum Special {
+    Hang,
+    Watch(WatchSpec),
+}
+
+struct WatchSpec {
+    rt: &'static ResourceType,
+    namespace: String,
+    selector: Selector,
+    /// `None` starts with the current objects as ADDED events.
+    resource_version: Option<u64>,
+    timeout: Duration,
+    bookmarks: bool,
 }
 
 impl Reply {
@@ -457,6 +524,7 @@ impl Reply {
             content_type: "application/json",
             body: body.to_string(),
             headers: Vec::new(),
+            special: None,
         }
     }
 
@@ -466,6 +534,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             body: text.to_string(),
             headers: vec![("X-Content-Type-Options", "nosniff".to_string())],
+            special: None,
         }
     }
 
@@ -507,6 +576,10 @@ impl Reply {
             Fault::ServiceUnavailable => {
                 Reply::text(503, "upstream connect error or disconnect/reset before headers\n")
             }
+            Fault::Hang => Reply {
+                special: Some(Special::Hang),
+                ..Reply::text(0, "")
+            },
             Fault::Expired => Reply::error(StatusError::expired(
                 "The provided continue parameter is too old to display a consistent list result.",
             )),
@@ -540,7 +613,7 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
     if !latency.is_zero() {
         thread::sleep(latency);
     }
-    let reply = {
+    let mut reply = {
         let mut state = shared.lock();
         let reply = answer(&mut state, &method, path, query, token.as_deref(), &content_type, &body);
         state.requests.push(RecordedRequest {
@@ -553,6 +626,11 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
         reply
     };
     shared.changed.notify_all();
+    match reply.special.take() {
+        Some(Special::Hang) => return hang(shared),
+        Some(Special::Watch(spec)) => return stream_watch(shared, request, spec),
+        None => {}
+    }
 
     let mut response = tiny_http::Response::from_string(reply.body).with_status_code(reply.code);
     let mut headers = reply.headers;
@@ -790,12 +868,10 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn list(cluster: &Cluster, rt: &ResourceType, namespace: &str, query: &str) -> Reply {
+fn list(cluster: &Cluster, rt: &'static ResourceType, namespace: &str, query: &str) -> Reply {
     let params = query_params(query);
     if params.get("watch").is_some_and(|w| w == "1" || w == "true") {
-        return Reply::error(StatusError::bad_request(
-            "watch is not supported by this fake API server yet",
-        ));
+        return watch(rt, namespace, &params);
     }
     if params.get("fieldSelector").is_some_and(|f| !f.is_empty()) {
         return Reply::error(StatusError::bad_request(
@@ -919,4 +995,129 @@ fn resource_list(group: &str) -> Value {
         format!("{group}/v1")
     };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+}
+
+fn watch(rt: &'static ResourceType, namespace: &str, params: &HashMap<String, String>) -> Reply {
+    let selector = match Selector::parse(params.get("labelSelector").map_or("", String::as_str)) {
+        Ok(selector) => selector,
+        Err(message) => return Reply::error(StatusError::bad_request(&message)),
+    };
+    let resource_version = match params.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(rv) => Some(rv),
+            Err(_) => return Reply::error(StatusError::bad_request(&format!("invalid resource version: {rv}"))),
+        },
+    };
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let spec = WatchSpec {
+        rt,
+        namespace: namespace.to_string(),
+        selector,
+        resource_version,
+        timeout: Duration::from_secs(timeout),
+        bookmarks: params
+            .get("allowWatchBookmarks")
+            .is_some_and(|b| b == "true" || b == "1"),
+    };
+    Reply {
+        special: Some(Special::Watch(spec)),
+        ..Reply::text(200, "")
+    }
+}
+
+/// Holds a request unanswered until released (or the fake stops).
+fn hang(shared: &Shared) {
+    let mut state = shared.lock();
+    let release = state.hung_release;
+    while state.hung_release == release && !state.stopping {
+        state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Streams watch events as the API server does: HTTP 200, chunked, one JSON event per line
+/// (`{"type": "ADDED", "object": {...}}`), BOOKMARKs while idle, an ERROR event for a gone
+/// resourceVersion, and a clean end at `timeoutSeconds`.
+fn stream_watch(shared: &Shared, request: tiny_http::Request, spec: WatchSpec) {
+    use std::io::Write;
+    type Out = Box<dyn Write + Send>;
+    fn chunk(out: &mut Out, data: &str) -> std::io::Result<()> {
+        write!(out, "{:x}\r\n{data}\r\n", data.len())?;
+        out.flush()
+    }
+    let mut out: Out = request.into_writer();
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\nTransfer-Encoding: chunked\r\n\r\n";
+    if out.write_all(head.as_bytes()).and_then(|()| out.flush()).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + spec.timeout;
+    let bookmark_every = Duration::from_millis(500);
+    let mut state = shared.lock();
+    let epoch = state.watch_epoch;
+    let mut last = spec.resource_version;
+    loop {
+        let events = match last {
+            None => Ok(state
+                .cluster
+                .current_as_events(spec.rt.plural, &spec.namespace, &spec.selector)),
+            Some(rv) => state
+                .cluster
+                .events_after(rv, spec.rt.plural, &spec.namespace, &spec.selector),
+        };
+        let current = state.cluster.resource_version();
+        drop(state);
+        match events {
+            Ok(events) => {
+                for (kind, _, object) in events {
+                    let line = json!({"type": kind.as_str(), "object": object});
+                    if chunk(&mut out, &format!("{line}\n")).is_err() {
+                        return;
+                    }
+                }
+                last = Some(current);
+            }
+            Err(expired) => {
+                let line = json!({"type": "ERROR", "object": expired.status});
+                let _ = chunk(&mut out, &format!("{line}\n"));
+                let _ = chunk(&mut out, "");
+                return;
+            }
+        }
+        state = shared.lock();
+        if state.stopping || Instant::now() >= deadline {
+            break;
+        }
+        if state.watch_epoch != epoch {
+            if state.break_watches_mid_line {
+                drop(state);
+                let _ = chunk(&mut out, "{\"type\":\"MODIFIED\",\"object\":{\"kind\":");
+                let _ = chunk(&mut out, "");
+                return;
+            }
+            break;
+        }
+        if state.cluster.resource_version() != current {
+            continue;
+        }
+        let wait = bookmark_every.min(deadline.saturating_duration_since(Instant::now()));
+        let (next, timeout) = shared
+            .changed
+            .wait_timeout(state, wait)
+            .unwrap_or_else(|e| e.into_inner());
+        state = next;
+        if timeout.timed_out() && spec.bookmarks && state.cluster.resource_version() == current {
+            let bookmark = json!({"type": "BOOKMARK", "object": {"kind": spec.rt.kind, "apiVersion": spec.rt.api_version(),
+                "metadata": {"resourceVersion": current.to_string()}}});
+            drop(state);
+            if chunk(&mut out, &format!("{bookmark}\n")).is_err() {
+                return;
+            }
+            state = shared.lock();
+        }
+    }
+    drop(state);
+    let _ = chunk(&mut out, "");
 }
