@@ -7,6 +7,8 @@
 
 use std::fmt;
 use std::fs;
+use std::io::BufRead;
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -26,6 +28,8 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 const LIST_PAGE_SIZE: u32 = 500;
 /// A list of thousands of pods is several MiB; anything beyond this is not a sane answer.
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// How long past its own timeout a silent watch stream is waited for.
+const WATCH_GRACE: Duration = Duration::from_secs(15);
 const USER_AGENT: &str = concat!("openhands-k8s-runtime/", env!("CARGO_PKG_VERSION"));
 
 /// Where the API server is and how to talk to it.
@@ -636,6 +640,30 @@ impl Client {
         body: Option<(&str, &[u8])>,
         token: Option<&str>,
     ) -> Result<Value, KubeError> {
+        let mut response = self.send(method, url, body, token, None)?;
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(KubeError::from_transport)?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| KubeError::InvalidResponse(format!("{method} {}: {e}", redact_query(url))))
+    }
+
+    /// Sends one request; a non-2xx answer becomes the error its body describes.
+    /// `timeout` replaces the agent's whole-call timeout (watches outlive it).
+    fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<(&str, &[u8])>,
+        token: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<http::Response<ureq::Body>, KubeError> {
         let mut request = http::Request::builder()
             .method(method.clone())
             .uri(url)
@@ -648,14 +676,17 @@ impl Client {
                 .header("Content-Type", content_type)
                 .body(bytes)
                 .map_err(|e| KubeError::Transport(e.to_string()))
-                .and_then(|request| self.agent.run(request).map_err(KubeError::from_transport)),
+                .and_then(|request| self.run(request, timeout)),
             None => request
                 .body(())
                 .map_err(|e| KubeError::Transport(e.to_string()))
-                .and_then(|request| self.agent.run(request).map_err(KubeError::from_transport)),
+                .and_then(|request| self.run(request, timeout)),
         };
         let mut response = sent?;
         let code = response.status().as_u16();
+        if (200..300).contains(&code) {
+            return Ok(response);
+        }
         let retry_after = response
             .headers()
             .get("Retry-After")
@@ -668,14 +699,142 @@ impl Client {
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
             .map_err(KubeError::from_transport)?;
-        if !(200..300).contains(&code) {
-            return Err(KubeError::from_response(code, retry_after, &bytes));
+        Err(KubeError::from_response(code, retry_after, &bytes))
+    }
+
+    fn run(
+        &self,
+        request: http::Request<impl ureq::AsSendBody>,
+        timeout: Option<Duration>,
+    ) -> Result<http::Response<ureq::Body>, KubeError> {
+        use ureq::RequestExt;
+        let sent = match timeout {
+            None => self.agent.run(request),
+            Some(timeout) => request
+                .with_agent(&self.agent)
+                .configure()
+                .timeout_global(Some(timeout))
+                .run(),
+        };
+        sent.map_err(KubeError::from_transport)
+    }
+
+    /// Watches `resource` from `resource_version` (from a list) for about `duration`, after
+    /// which the API server ends the stream and the caller watches again from the last
+    /// resourceVersion it saw. A gone resourceVersion yields `KubeError::Expired`: list again.
+    pub fn watch(
+        &self,
+        resource: Resource,
+        label_selector: &str,
+        resource_version: &str,
+        duration: Duration,
+    ) -> Result<Watch, KubeError> {
+        let query = query_string(&[
+            ("watch", "1".to_string()),
+            ("allowWatchBookmarks", "true".to_string()),
+            ("resourceVersion", resource_version.to_string()),
+            ("labelSelector", label_selector.to_string()),
+            ("timeoutSeconds", duration.as_secs().max(1).to_string()),
+        ]);
+        let url = format!("{}?{query}", self.collection_url(resource));
+        let token = self.token.current();
+        // The server closes the stream after `duration`; a silent one is given up a bit later.
+        let give_up = duration + WATCH_GRACE;
+        let response = match self.send(&Method::GET, &url, None, token.as_deref(), Some(give_up)) {
+            Err(KubeError::Unauthorized(message)) => {
+                self.token.reread_differs_from(token.as_deref());
+                return Err(KubeError::Unauthorized(message));
+            }
+            other => other?,
+        };
+        Ok(Watch {
+            lines: BufReader::new(response.into_body().into_reader()),
+            done: false,
+        })
+    }
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    Added(Value),
+    Modified(Value),
+    Deleted(Value),
+    /// Nothing of interest changed up to this resourceVersion.
+    Bookmark(String),
+}
+
+/// The events of one watch stream, in order. It ends when the server closes the stream; an
+/// error (a broken connection, a cut event, an `ERROR` event) ends it too.
+pub struct Watch {
+    lines: BufReader<ureq::BodyReader<'static>>,
+    done: bool,
+}
+
+impl Iterator for Watch {
+    type Item = Result<WatchEvent, KubeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
         }
-        if bytes.is_empty() {
-            return Ok(Value::Null);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.lines.read_line(&mut line) {
+                Ok(0) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(_) if line.trim().is_empty() => continue,
+                Ok(_) => {
+                    let event = if line.ends_with('\n') {
+                        parse_watch_event(&line)
+                    } else {
+                        Err(KubeError::InvalidResponse(
+                            "the watch stream ended inside an event".to_string(),
+                        ))
+                    };
+                    self.done = event.is_err();
+                    return Some(event);
+                }
+                Err(error) => {
+                    self.done = true;
+                    let message = format!("the watch stream broke: {error}");
+                    return Some(Err(if error.kind() == std::io::ErrorKind::TimedOut {
+                        KubeError::Timeout(message)
+                    } else {
+                        KubeError::Transport(message)
+                    }));
+                }
+            }
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| KubeError::InvalidResponse(format!("{method} {}: {e}", redact_query(url))))
+    }
+}
+
+fn parse_watch_event(line: &str) -> Result<WatchEvent, KubeError> {
+    let invalid = |why: &str| KubeError::InvalidResponse(format!("a watch event {why}"));
+    let mut event: Value = serde_json::from_str(line).map_err(|e| invalid(&format!("is not JSON: {e}")))?;
+    let object = event
+        .get_mut("object")
+        .map(Value::take)
+        .ok_or_else(|| invalid("has no object"))?;
+    match event["type"].as_str() {
+        Some("ADDED") => Ok(WatchEvent::Added(object)),
+        Some("MODIFIED") => Ok(WatchEvent::Modified(object)),
+        Some("DELETED") => Ok(WatchEvent::Deleted(object)),
+        Some("BOOKMARK") => {
+            let resource_version = object["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+            Ok(WatchEvent::Bookmark(resource_version.to_string()))
+        }
+        Some("ERROR") => {
+            let code = object["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(500);
+            Err(KubeError::from_response(code, None, object.to_string().as_bytes()))
+        }
+        _ => Err(invalid("has an unknown type")),
     }
 }
 

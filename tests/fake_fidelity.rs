@@ -357,3 +357,43 @@ fn kubectl_drives_the_fake_like_a_real_api_server() {
         "{err}"
     );
 }
+
+#[test]
+fn kubectl_watches_the_fake() {
+    let Some(binary) = kubectl() else { return };
+    let fake = FakeKube::builder().tls().start();
+    let dir = support::temp_dir("kubectl-watch");
+    std::fs::write(dir.join("ca.crt"), fake.ca_pem().unwrap()).unwrap();
+    let kubectl = Kubectl {
+        binary,
+        home: dir.clone(),
+        server: fake.url().to_string(),
+        ca: dir.join("ca.crt"),
+    };
+    fake.insert("pods", &web_pod());
+    // kubectl lists, then watches from the list's resourceVersion until the request timeout.
+    let (_, out, err) = kubectl.run(
+        TOKEN,
+        &[
+            "get",
+            "pods",
+            "--watch",
+            "--output-watch-events",
+            "-o",
+            "json",
+            "--request-timeout=2s",
+        ],
+    );
+    let first: Value = serde_json::Deserializer::from_str(&out)
+        .into_iter::<Value>()
+        .next()
+        .unwrap_or_else(|| panic!("no event: {err}"))
+        .unwrap();
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["metadata"]["name"], "web-1");
+    assert!(
+        fake.watch_count("/pods") >= 1,
+        "kubectl used the watch endpoint: {:?}",
+        fake.requests()
+    );
+}

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use openhands_k8s_runtime::kube_rest::{
-    Client, Config, Deletion, KubeError, PropagationPolicy, Resource, RetryPolicy, Timeouts, owner_reference,
+    Client, Config, Deletion, KubeError, PropagationPolicy, Resource, RetryPolicy, Timeouts, WatchEvent,
+    owner_reference,
 };
 use serde_json::{Value, json};
 use support::{FakeKube, Fault, FaultRule, NAMESPACE, PodFate, TOKEN};
@@ -576,4 +577,109 @@ fn the_kubelet_moves_pods_through_their_lives() {
     });
     assert_eq!(pending["status"]["conditions"][0]["reason"], "Unschedulable");
     assert!(pending["spec"]["nodeName"].is_null());
+}
+
+#[test]
+fn a_watch_streams_changes_in_order_with_bookmarks_while_idle() {
+    let fake = FakeKube::start();
+    let client = Setup::new(&fake, "watch").client();
+    let listed = client.list(Resource::Pods, "runtime-id=abc").unwrap();
+    let mut watch = client
+        .watch(
+            Resource::Pods,
+            "runtime-id=abc",
+            &listed.resource_version,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    // Idle: the server says so with a bookmark.
+    assert!(matches!(watch.next(), Some(Ok(WatchEvent::Bookmark(rv))) if !rv.is_empty()));
+
+    client.create(Resource::Pods, &pod("runtime-w", "agent:1")).unwrap();
+    client.create(Resource::Secrets, &secret("not-a-pod")).unwrap();
+    let mut seen = Vec::new();
+    for event in watch.by_ref() {
+        match event.unwrap() {
+            WatchEvent::Added(pod) => {
+                seen.push(("ADDED", pod["status"]["phase"].as_str().unwrap_or_default().to_string()))
+            }
+            WatchEvent::Modified(pod) => {
+                let ready = pod["status"]["containerStatuses"][0]["ready"] == true;
+                seen.push((
+                    "MODIFIED",
+                    pod["status"]["phase"].as_str().unwrap_or_default().to_string(),
+                ));
+                if ready {
+                    client
+                        .delete(Resource::Pods, "runtime-w", PropagationPolicy::Background)
+                        .unwrap();
+                }
+            }
+            WatchEvent::Deleted(pod) => {
+                assert_eq!(pod["metadata"]["name"], "runtime-w");
+                seen.push(("DELETED", String::new()));
+                break;
+            }
+            WatchEvent::Bookmark(_) => {}
+        }
+    }
+    assert_eq!(seen.first(), Some(&("ADDED", "Pending".to_string())), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|(kind, phase)| *kind == "MODIFIED" && phase == "Running"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last().map(|(kind, _)| *kind), Some("DELETED"));
+}
+
+#[test]
+fn a_watch_ends_on_timeout_on_a_drop_and_fails_on_a_cut_or_gone_version() {
+    let fake = FakeKube::start();
+    let client = Setup::new(&fake, "watch-ends").client();
+    let rv = client.list(Resource::Secrets, "").unwrap().resource_version;
+
+    let started = Instant::now();
+    let events: Vec<_> = client
+        .watch(Resource::Secrets, "", &rv, Duration::from_secs(1))
+        .unwrap()
+        .collect();
+    assert!(
+        events.iter().all(|e| matches!(e, Ok(WatchEvent::Bookmark(_)))),
+        "{events:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the server ends it at timeoutSeconds"
+    );
+
+    let mut watch = client
+        .watch(Resource::Secrets, "", &rv, Duration::from_secs(30))
+        .unwrap();
+    fake.drop_watches();
+    assert!(
+        watch.all(|e| matches!(e, Ok(WatchEvent::Bookmark(_)))),
+        "a dropped stream simply ends"
+    );
+
+    let mut watch = client
+        .watch(Resource::Secrets, "", &rv, Duration::from_secs(30))
+        .unwrap();
+    fake.break_watches();
+    let last = watch
+        .by_ref()
+        .filter(|e| !matches!(e, Ok(WatchEvent::Bookmark(_))))
+        .last();
+    assert!(matches!(last, Some(Err(KubeError::InvalidResponse(_)))), "{last:?}");
+    assert!(watch.next().is_none());
+
+    client.create(Resource::Secrets, &secret("after")).unwrap();
+    fake.compact();
+    let mut watch = client
+        .watch(Resource::Secrets, "", &rv, Duration::from_secs(30))
+        .unwrap();
+    match watch.next() {
+        Some(Err(KubeError::Expired(message))) => assert!(message.starts_with("too old resource version"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(watch.next().is_none());
 }
