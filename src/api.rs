@@ -3,7 +3,7 @@
 //! Reads answer from the store and never call Kubernetes; writes go to the controller.
 
 use std::io::Read;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -11,7 +11,8 @@ use tiny_http::{Header, Method, Request, Response};
 
 use crate::controller::{Controller, Started};
 use crate::error::Error;
-use crate::runtime::RuntimeView;
+use crate::pod_status::PodRecord;
+use crate::runtime::{Runtime, RuntimeView};
 
 /// Bodies above this are refused with 413 (a start request is a few KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -158,7 +159,13 @@ fn answer(controller: &Controller, request: &mut Request, path: &str, query: &st
         return Err(Error::Unauthorized);
     }
     let store = controller.store();
-    let view = |runtime: &crate::runtime::Runtime| controller.view(runtime);
+    // Until the store is rebuilt from the cluster, a missing runtime may only not be loaded
+    // yet, and a start could duplicate one: every runtime endpoint waits.
+    if !endpoint.is_open() && !store.is_ready() {
+        return Err(Error::NotReady);
+    }
+    let now = SystemTime::now();
+    let view = |runtime: &Runtime, pod: Option<&PodRecord>| runtime.view(pod, controller.config(), now);
     match endpoint {
         Endpoint::Start => match controller.start(&json_body(request)?)? {
             Started::Created(runtime) => Reply::with_code(201, runtime),

@@ -72,6 +72,20 @@ pub struct Config {
     /// Requested runtime class -> the one used; `None` drops it.
     pub runtime_class_map: BTreeMap<String, Option<String>>,
     pub image_pull_grace: Duration,
+    /// A volume per runtime, kept across pause and pod replacement; `None` when off.
+    pub workspace: Option<Workspace>,
+    /// How often labelled objects without an anchor are looked for and deleted.
+    pub orphan_sweep_interval: Duration,
+}
+
+/// The per-runtime PersistentVolumeClaim of `WORKSPACE_STORAGE_*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// A Kubernetes quantity, e.g. `10Gi`.
+    pub size: String,
+    /// `None`: the cluster's default storage class.
+    pub storage_class: Option<String>,
+    pub mount_path: String,
 }
 
 impl Config {
@@ -202,6 +216,40 @@ impl Config {
             })?,
         };
 
+        let workspace = match var("WORKSPACE_STORAGE_SIZE") {
+            None => None,
+            Some(size) if is_quantity(&size) => {
+                let mount_path = text("WORKSPACE_MOUNT_PATH", "/workspace");
+                if !mount_path.starts_with('/') || mount_path.contains(':') {
+                    return Err(ConfigError::new(
+                        "WORKSPACE_MOUNT_PATH",
+                        format!("{mount_path:?} must be an absolute path"),
+                    ));
+                }
+                Some(Workspace {
+                    size,
+                    storage_class: resource_name(&var, "WORKSPACE_STORAGE_CLASS")?,
+                    mount_path,
+                })
+            }
+            Some(size) => {
+                return Err(ConfigError::new(
+                    "WORKSPACE_STORAGE_SIZE",
+                    format!("{size:?} is not a storage size such as 10Gi"),
+                ));
+            }
+        };
+
+        let orphan_sweep_interval = match var("ORPHAN_SWEEP_INTERVAL") {
+            None => Duration::from_secs(60),
+            Some(text) => parse_duration(&text).filter(|d| !d.is_zero()).ok_or_else(|| {
+                ConfigError::new(
+                    "ORPHAN_SWEEP_INTERVAL",
+                    format!("{text:?} is not a duration such as 60s or 5m"),
+                )
+            })?,
+        };
+
         Ok(Config {
             api_key,
             server_port: port(&var, "SERVER_PORT", 8080)?,
@@ -223,6 +271,8 @@ impl Config {
             runtime_class,
             runtime_class_map,
             image_pull_grace,
+            workspace,
+            orphan_sweep_interval,
         })
     }
 }
@@ -296,6 +346,19 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     }
 }
 
+/// A Kubernetes quantity of bytes: digits with an optional fraction and a binary or decimal
+/// suffix (`10Gi`, `500M`, `1.5Ti`).
+fn is_quantity(text: &str) -> bool {
+    let number_end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let valid_number =
+        !number.is_empty() && number.split('.').count() <= 2 && number.split('.').all(|part| !part.is_empty());
+    let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
+    valid_number && suffixes.contains(&suffix)
+}
+
 /// A lowercase RFC 1123 subdomain, as Kubernetes names most objects.
 pub fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(is_dns_label)
@@ -354,6 +417,21 @@ mod tests {
         );
         assert_eq!(c.image_pull_grace, Duration::from_secs(120));
         assert!(c.app_server_url.is_none() && c.ca_cert.is_none() && c.runtime_class.is_none());
+        assert_eq!(c.workspace, None);
+        assert_eq!(c.orphan_sweep_interval, Duration::from_secs(60));
+        let with_workspace = config(&[
+            ("WORKSPACE_STORAGE_SIZE", "1.5Gi"),
+            ("WORKSPACE_STORAGE_CLASS", "local-path"),
+        ])
+        .unwrap();
+        assert_eq!(
+            with_workspace.workspace,
+            Some(Workspace {
+                size: "1.5Gi".into(),
+                storage_class: Some("local-path".into()),
+                mount_path: "/workspace".into()
+            })
+        );
     }
 
     #[test]
@@ -376,10 +454,17 @@ mod tests {
             ("WORKER_THREADS", "0"),
             ("APP_SERVER_URL", "app:3000"),
             ("KUBE_API_URL", "localhost:6443"),
+            ("WORKSPACE_STORAGE_SIZE", "lots"),
+            ("ORPHAN_SWEEP_INTERVAL", "0s"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{value}: {error}");
         }
+        let relative = config(&[
+            ("WORKSPACE_STORAGE_SIZE", "10Gi"),
+            ("WORKSPACE_MOUNT_PATH", "workspace"),
+        ]);
+        assert_eq!(relative.unwrap_err().variable, "WORKSPACE_MOUNT_PATH");
         let same_ports = config(&[("VSCODE_PORT", "60000")]).unwrap_err();
         assert_eq!(same_ports.variable, "AGENT_SERVER_PORT");
     }

@@ -1,21 +1,31 @@
-//! The lifecycle of runtimes (SPEC §6): start, stop, pause, resume, and a loop that watches
-//! the pods and converges the cluster to what each runtime is asked to be.
+//! The lifecycle of runtimes (SPEC §6, §7): start, stop, pause and resume for clients, and the
+//! background work that keeps the store true to the cluster and the cluster true to what each
+//! runtime is asked to be.
 //!
-//! Order matters for crash safety: the anchor Secret is created before anything it owns, and a
-//! runtime's desired state is written on its anchor before its pod is touched.
+//! The cluster is the store of record. Each runtime's anchor Secret holds its session key,
+//! original request and desired state, and owns every other object of the runtime. Order
+//! makes it crash-safe: the anchor is created before anything it owns, and the desired state
+//! is written on the anchor before the pod is touched, so a restart converges to what the
+//! client last asked for.
 
-use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::collections::{HashMap, HashSet};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::kube_rest::{Client, KubeError, PropagationPolicy, Resource};
+use crate::kube_rest::{Client, KubeError, PropagationPolicy, Resource, WatchEvent};
 use crate::manifests::{self, MANAGED_SELECTOR, RUNTIME_ID_LABEL, object_name};
-use crate::pod_status::{self, PodObservation, PodStatus};
+use crate::pod_status::{PodObservation, PodRecord, PodStatus};
 use crate::runtime::{DesiredState, Runtime, RuntimeView, StartRequest, Status, random_hex, rfc3339};
-use crate::store::Store;
+use crate::store::{PodEvent, SessionGuard, Store};
+
+/// How long one watch runs before the API server ends it and it is started again.
+const WATCH_DURATION: Duration = Duration::from_secs(300);
+/// The pause before trying the API server again after a failure.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct Controller {
     config: Config,
@@ -27,6 +37,20 @@ pub struct Controller {
 pub enum Started {
     Created(RuntimeView),
     Existing(RuntimeView),
+}
+
+/// Where the two watches start: the resourceVersions of the lists recovery read.
+pub struct Recovered {
+    pub anchors_version: String,
+    pub pods_version: String,
+}
+
+fn runtime_id_of(object: &Value) -> Option<&str> {
+    object["metadata"]["labels"][RUNTIME_ID_LABEL].as_str()
+}
+
+fn is_being_deleted(object: &Value) -> bool {
+    !object["metadata"]["deletionTimestamp"].is_null()
 }
 
 impl Controller {
@@ -46,9 +70,38 @@ impl Controller {
         &self.store
     }
 
-    pub fn view(&self, runtime: &Runtime) -> RuntimeView {
-        runtime.view(&self.config)
+    /// The runtime object clients see, as of now.
+    pub fn view(&self, runtime: &Runtime, pod: Option<&PodRecord>) -> RuntimeView {
+        runtime.view(pod, &self.config, SystemTime::now())
     }
+
+    fn view_of(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
+        self.store
+            .find(runtime_id, |runtime, pod| self.view(runtime, pod))
+            .ok_or_else(|| Error::RuntimeNotFound(runtime_id.to_string()))
+    }
+
+    /// The kinds a runtime owns besides its pod, in the order `/start` creates them.
+    fn owned_kinds(&self) -> Vec<Resource> {
+        let mut kinds = vec![Resource::Services, Resource::Ingresses];
+        if self.config.workspace.is_some() {
+            kinds.insert(0, Resource::PersistentVolumeClaims);
+        }
+        kinds
+    }
+
+    fn manifest(&self, resource: Resource, runtime: &Runtime) -> Option<Value> {
+        let (config, id, session, uid) = (&self.config, &runtime.id, &runtime.session_id, &runtime.anchor_uid);
+        match resource {
+            Resource::Pods => Some(manifests::pod(config, id, &runtime.request, uid)),
+            Resource::Services => Some(manifests::service(config, id, session, uid)),
+            Resource::Ingresses => Some(manifests::ingress(config, id, session, uid)),
+            Resource::PersistentVolumeClaims => manifests::workspace_claim(config, id, session, uid),
+            Resource::Secrets => None,
+        }
+    }
+
+    // ---- what clients ask ----
 
     /// `POST /start`: idempotent per session. An existing runtime is returned as it is,
     /// resumed when paused, or given a new pod when in error.
@@ -62,7 +115,7 @@ impl Controller {
                     existing: existing.session_id,
                 });
             }
-            return self.run_again(existing).map(Started::Existing);
+            return self.run_again(&existing.id).map(Started::Existing);
         }
 
         let ignored = manifests::ignored_environment(&self.config, &request);
@@ -74,6 +127,7 @@ impl Controller {
             );
         }
         let runtime_id = random_hex(16)?;
+        let _starting = self.store.begin_start(&runtime_id);
         let session_api_key = random_hex(32)?;
         let created_at = SystemTime::now();
         let anchor = manifests::anchor_secret(
@@ -85,29 +139,30 @@ impl Controller {
         )
         .map_err(|e| Error::Internal(format!("cannot encode the start request: {e}")))?;
         let anchor = self.kube.create(Resource::Secrets, &anchor)?;
-        let anchor_uid = anchor["metadata"]["uid"].as_str().unwrap_or_default().to_string();
-        if let Err(error) = self.create_dependents(&runtime_id, &request, &anchor_uid) {
-            // The anchor owns whatever was created: deleting it removes everything.
-            if let Err(cleanup) = self.kube.delete(
-                Resource::Secrets,
-                &object_name(&runtime_id),
-                PropagationPolicy::Background,
-            ) {
-                log::error!("runtime {runtime_id}: cannot roll back a failed start: {cleanup}");
-            }
-            log::warn!("session {}: start failed: {error}", request.session_id);
-            return Err(error.into());
-        }
         let runtime = Runtime {
             id: runtime_id,
             session_id: request.session_id.clone(),
             session_api_key,
-            anchor_uid,
+            anchor_uid: anchor["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
             request,
             desired: DesiredState::Running,
             created_at,
-            pod: PodObservation::new(PodStatus::Pending),
-            pod_changed_at: Instant::now(),
+            changed_at: Instant::now(),
+        };
+        let pod = match self.create_owned(&runtime) {
+            Ok(pod) => pod,
+            Err(error) => {
+                // The anchor owns whatever was created: deleting it removes everything.
+                let name = object_name(&runtime.id);
+                if let Err(cleanup) = self
+                    .kube
+                    .delete(Resource::Secrets, &name, PropagationPolicy::Background)
+                {
+                    log::error!("runtime {}: cannot roll back a failed start: {cleanup}", runtime.id);
+                }
+                log::warn!("session {}: start failed: {error}", runtime.session_id);
+                return Err(error.into());
+            }
         };
         log::info!(
             "runtime {} started for session {} ({})",
@@ -115,34 +170,39 @@ impl Controller {
             runtime.session_id,
             runtime.request.image
         );
-        let view = self.view(&runtime);
-        self.store.insert(runtime);
+        let pod = PodRecord::of(&pod);
+        let view = self.view(&runtime, pod.as_ref());
+        self.store.insert(runtime, pod);
         Ok(Started::Created(view))
     }
 
-    fn create_dependents(&self, runtime_id: &str, request: &StartRequest, anchor_uid: &str) -> Result<(), KubeError> {
-        let config = &self.config;
-        self.kube
-            .create(Resource::Pods, &manifests::pod(config, runtime_id, request, anchor_uid))?;
-        self.kube.create(
-            Resource::Services,
-            &manifests::service(config, runtime_id, &request.session_id, anchor_uid),
-        )?;
-        self.kube.create(
-            Resource::Ingresses,
-            &manifests::ingress(config, runtime_id, &request.session_id, anchor_uid),
-        )?;
-        Ok(())
+    /// Creates everything the anchor owns, in order; returns the pod.
+    fn create_owned(&self, runtime: &Runtime) -> Result<Value, KubeError> {
+        let mut pod = Value::Null;
+        let mut kinds = self.owned_kinds();
+        let pod_position = kinds.iter().position(|k| *k == Resource::Services).unwrap_or(0);
+        kinds.insert(pod_position, Resource::Pods);
+        for resource in kinds {
+            if let Some(manifest) = self.manifest(resource, runtime) {
+                let created = self.kube.create(resource, &manifest)?;
+                if resource == Resource::Pods {
+                    pod = created;
+                }
+            }
+        }
+        Ok(pod)
     }
 
     /// `POST /stop`: removes every object of the runtime.
     pub fn stop(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
         let (runtime, _session) = self.lock_runtime(runtime_id)?;
+        let mut view = self.view_of(runtime_id)?;
         let name = object_name(runtime_id);
         // Once the anchor is gone, garbage collection removes the rest even if we die now.
         self.kube
             .delete(Resource::Secrets, &name, PropagationPolicy::Background)?;
-        for resource in [Resource::Pods, Resource::Ingresses, Resource::Services] {
+        self.store.remove(runtime_id);
+        for resource in [Resource::Pods].into_iter().chain(self.owned_kinds()) {
             if let Err(error) = self.kube.delete(resource, &name, PropagationPolicy::Background) {
                 log::warn!(
                     "runtime {runtime_id}: {} left to garbage collection: {error}",
@@ -150,9 +210,7 @@ impl Controller {
                 );
             }
         }
-        self.store.remove(runtime_id);
         log::info!("runtime {runtime_id} of session {} stopped", runtime.session_id);
-        let mut view = self.view(&runtime);
         view.status = Status::Stopped;
         view.pod_status = PodStatus::NotFound;
         view.status_detail = None;
@@ -163,81 +221,90 @@ impl Controller {
     pub fn pause(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
         let (runtime, _session) = self.lock_runtime(runtime_id)?;
         if runtime.desired == DesiredState::Paused {
-            return Ok(self.view(&runtime));
+            return self.view_of(runtime_id);
         }
         self.record_desired_state(&runtime, DesiredState::Paused)?;
-        self.kube
-            .delete(Resource::Pods, &object_name(runtime_id), PropagationPolicy::Background)?;
-        let paused = self.set_pod(runtime_id, PodStatus::NotFound).unwrap_or(runtime);
-        log::info!("runtime {runtime_id} of session {} paused", paused.session_id);
-        Ok(self.view(&paused))
+        self.delete_pod(runtime_id)?;
+        log::info!("runtime {runtime_id} of session {} paused", runtime.session_id);
+        self.view_of(runtime_id)
     }
 
     /// `POST /resume`: a paused runtime, or one in error, gets a new pod from its original
     /// request with the same session key; a starting or running one is returned as it is.
     pub fn resume(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
-        let (runtime, _session) = self.lock_runtime(runtime_id)?;
-        self.run_again(runtime)
+        let (_runtime, _session) = self.lock_runtime(runtime_id)?;
+        self.run_again(runtime_id)
     }
 
     /// What `/start` and `/resume` do to an existing runtime (its session is held).
-    fn run_again(&self, runtime: Runtime) -> Result<RuntimeView, Error> {
-        match runtime.status() {
+    fn run_again(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
+        let view = self.view_of(runtime_id)?;
+        let runtime = self
+            .store
+            .runtime(runtime_id)
+            .ok_or_else(|| Error::RuntimeNotFound(runtime_id.to_string()))?;
+        match view.status {
             Status::Paused => {
                 self.record_desired_state(&runtime, DesiredState::Running)?;
                 log::info!("runtime {} of session {} resuming", runtime.id, runtime.session_id);
             }
             Status::Error => {
-                self.kube
-                    .delete(Resource::Pods, &object_name(&runtime.id), PropagationPolicy::Background)?;
+                self.delete_pod(runtime_id)?;
                 log::info!(
                     "runtime {} of session {} gets a new pod after an error",
                     runtime.id,
                     runtime.session_id
                 );
             }
-            Status::Starting | Status::Running | Status::Stopped => return Ok(self.view(&runtime)),
+            Status::Starting | Status::Running | Status::Stopped => return Ok(view),
         }
-        let runtime = self.set_pod(&runtime.id, PodStatus::NotFound).unwrap_or(runtime);
-        let runtime = self.create_pod(&runtime)?;
-        Ok(self.view(&runtime))
+        self.create_pod(&runtime)?;
+        self.view_of(runtime_id)
     }
 
     /// Creates the runtime's pod. While its previous pod still terminates the name is taken:
-    /// then the pod is left to `converge`, which creates it once the old one is gone.
-    fn create_pod(&self, runtime: &Runtime) -> Result<Runtime, Error> {
+    /// `converge` creates the pod once the old one is gone.
+    fn create_pod(&self, runtime: &Runtime) -> Result<(), Error> {
         let pod = manifests::pod(&self.config, &runtime.id, &runtime.request, &runtime.anchor_uid);
         match self.kube.create(Resource::Pods, &pod) {
-            Ok(_) => Ok(self
-                .set_pod(&runtime.id, PodStatus::Pending)
-                .unwrap_or_else(|| runtime.clone())),
-            Err(KubeError::AlreadyExists(_)) => Ok(runtime.clone()),
-            Err(error) => Err(error.into()),
+            Ok(pod) => self.store.set_pod(&runtime.id, PodRecord::of(&pod)),
+            Err(KubeError::AlreadyExists(_)) => {
+                log::info!("runtime {}: waiting for its previous pod to go", runtime.id)
+            }
+            Err(error) => return Err(error.into()),
         }
+        Ok(())
+    }
+
+    fn delete_pod(&self, runtime_id: &str) -> Result<(), Error> {
+        self.kube
+            .delete(Resource::Pods, &object_name(runtime_id), PropagationPolicy::Background)?;
+        // Until the watch reports it gone, the pod is terminating and its name still taken.
+        let terminating = self.store.find(runtime_id, |_, pod| {
+            pod.map(|pod| PodRecord {
+                terminating: true,
+                observation: PodObservation::new(PodStatus::NotFound),
+                ..pod.clone()
+            })
+        });
+        self.store.set_pod(runtime_id, terminating.flatten());
+        Ok(())
     }
 
     fn record_desired_state(&self, runtime: &Runtime, desired: DesiredState) -> Result<(), Error> {
         let patch = manifests::desired_state_patch(desired, &rfc3339(SystemTime::now()));
         self.kube
             .merge_patch(Resource::Secrets, &object_name(&runtime.id), &patch)?;
-        self.store.update(&runtime.id, |r| r.desired = desired);
+        self.store.set_desired(&runtime.id, desired);
         Ok(())
     }
 
-    /// Records that the service just changed the pod, which the next list may not show yet.
-    fn set_pod(&self, runtime_id: &str, status: PodStatus) -> Option<Runtime> {
-        self.store.update(runtime_id, |r| {
-            r.pod = PodObservation::new(status);
-            r.pod_changed_at = Instant::now();
-        })
-    }
-
     /// Holds the runtime's session and returns the runtime as it is now.
-    fn lock_runtime(&self, runtime_id: &str) -> Result<(Runtime, crate::store::SessionGuard<'_>), Error> {
+    fn lock_runtime(&self, runtime_id: &str) -> Result<(Runtime, SessionGuard<'_>), Error> {
         let not_found = || Error::RuntimeNotFound(runtime_id.to_string());
         let session_id = self
             .store
-            .find(runtime_id, |r| r.session_id.clone())
+            .find(runtime_id, |r, _| r.session_id.clone())
             .ok_or_else(not_found)?;
         let guard = self.store.lock_session(&session_id);
         // It may have been stopped while we waited.
@@ -245,62 +312,291 @@ impl Controller {
         Ok((runtime, guard))
     }
 
-    /// One round of the pod loop: list the service's pods, record what they say, and bring
-    /// each runtime's pod in line with its desired state.
-    pub fn poll_pods(&self) -> Result<(), KubeError> {
+    // ---- keeping the store true to the cluster ----
+
+    /// Rebuilds the store from the cluster (SPEC §7): every runtime, running or paused, from
+    /// its anchor; its pod; the objects a crash left missing are created and those whose
+    /// anchor is gone deleted. Then the service is ready.
+    pub fn recover(&self) -> Result<Recovered, KubeError> {
+        let started = Instant::now();
         let listed_at = Instant::now();
+        // Owned objects first, anchors second: an object created after its list began has
+        // its anchor in the second list, so it is never taken for an orphan.
         let pods = self.kube.list(Resource::Pods, MANAGED_SELECTOR)?;
-        let now = SystemTime::now();
-        let by_runtime: HashMap<String, Value> = pods
-            .items
-            .into_iter()
-            .filter_map(|pod| Some((pod["metadata"]["labels"][RUNTIME_ID_LABEL].as_str()?.to_string(), pod)))
-            .collect();
-        let grace = self.config.image_pull_grace;
-        self.store.apply_pod_list(listed_at, |runtime_id| {
-            pod_status::observe(by_runtime.get(runtime_id), now, grace)
-        });
+        let mut owned = Vec::new();
+        for resource in self.owned_kinds() {
+            owned.push((resource, self.kube.list(resource, MANAGED_SELECTOR)?.items));
+        }
+        let anchors = self.kube.list(Resource::Secrets, MANAGED_SELECTOR)?;
+
+        let mut runtimes = HashMap::new();
+        let mut unreadable = HashSet::new();
+        for anchor in anchors.items.iter().filter(|a| !is_being_deleted(a)) {
+            match manifests::runtime_from_anchor(anchor) {
+                Ok(runtime) => {
+                    runtimes.insert(runtime.id.clone(), runtime);
+                }
+                Err(why) => {
+                    let name = anchor["metadata"]["name"].as_str().unwrap_or_default();
+                    log::error!("the anchor {name} cannot be read ({why}); leaving its runtime alone");
+                    unreadable.extend(runtime_id_of(anchor).map(str::to_string));
+                }
+            }
+        }
+        let has_anchor = |id: &str| runtimes.contains_key(id) || unreadable.contains(id);
+
+        self.delete_orphans(
+            pods.items
+                .iter()
+                .map(|pod| (Resource::Pods, pod))
+                .chain(owned.iter().flat_map(|(r, items)| items.iter().map(move |o| (*r, o)))),
+            &has_anchor,
+        );
+        // A start interrupted by a crash left its anchor without some of what it owns.
+        for (resource, items) in &owned {
+            let present: HashSet<&str> = items.iter().filter_map(runtime_id_of).collect();
+            for runtime in runtimes.values().filter(|r| !present.contains(r.id.as_str())) {
+                if let Some(manifest) = self.manifest(*resource, runtime) {
+                    log::info!("runtime {}: creating its missing {}", runtime.id, resource.plural());
+                    self.kube.create(*resource, &manifest)?;
+                }
+            }
+        }
+
+        let mut records = HashMap::new();
+        for pod in &pods.items {
+            if let (Some(id), Some(record)) = (runtime_id_of(pod), PodRecord::of(pod)) {
+                records.insert(id.to_string(), record);
+            }
+        }
+        let count = runtimes.len();
+        for (id, runtime) in runtimes {
+            let pod = records.remove(&id);
+            self.store.insert(runtime, pod);
+        }
+        self.store.replace_pods(listed_at, records);
         self.store.set_ready();
-        self.converge(listed_at, &by_runtime);
-        Ok(())
+        log::info!("recovered {count} runtimes from the cluster in {:?}", started.elapsed());
+        Ok(Recovered {
+            anchors_version: anchors.resource_version,
+            pods_version: pods.resource_version,
+        })
     }
 
-    /// A running runtime whose pod is gone (node drain, eviction, `kubectl delete pod`, or the
-    /// previous pod of a resume finally terminated) gets one; a paused runtime loses its pod.
-    fn converge(&self, listed_at: Instant, pods: &HashMap<String, Value>) {
-        let diverging = self.store.diverging(listed_at, |runtime| {
-            let pod = pods.get(&runtime.id);
-            let terminating = pod.is_some_and(|p| !p["metadata"]["deletionTimestamp"].is_null());
-            match runtime.desired {
-                DesiredState::Running => pod.is_none(),
-                DesiredState::Paused => pod.is_some() && !terminating,
+    /// Deletes labelled objects whose runtime has no anchor (and is not being started).
+    fn delete_orphans<'a>(
+        &self,
+        objects: impl Iterator<Item = (Resource, &'a Value)>,
+        has_anchor: &dyn Fn(&str) -> bool,
+    ) -> usize {
+        let mut deleted = 0;
+        for (resource, object) in objects {
+            let Some(id) = runtime_id_of(object) else { continue };
+            if has_anchor(id) || self.store.is_known(id) || is_being_deleted(object) {
+                continue;
             }
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            log::info!("deleting {} {name}: its runtime's anchor is gone", resource.plural());
+            match self.kube.delete(resource, name, PropagationPolicy::Background) {
+                Ok(_) => deleted += 1,
+                Err(error) => log::warn!("cannot delete the orphaned {} {name}: {error}", resource.plural()),
+            }
+        }
+        deleted
+    }
+
+    /// Looks for labelled objects whose anchor no longer exists and deletes them.
+    pub fn sweep_orphans(&self) -> Result<usize, KubeError> {
+        let mut objects = Vec::new();
+        for resource in [Resource::Pods].into_iter().chain(self.owned_kinds()) {
+            for object in self.kube.list(resource, MANAGED_SELECTOR)?.items {
+                objects.push((resource, object));
+            }
+        }
+        let anchors: HashSet<String> = self
+            .kube
+            .list(Resource::Secrets, MANAGED_SELECTOR)?
+            .items
+            .iter()
+            .filter_map(|a| runtime_id_of(a).map(str::to_string))
+            .collect();
+        Ok(self.delete_orphans(objects.iter().map(|(r, o)| (*r, o)), &|id| anchors.contains(id)))
+    }
+
+    /// Follows the sandbox pods forever, from the resourceVersion of the last list.
+    pub fn follow_pods(&self, resource_version: String) {
+        self.follow(
+            Resource::Pods,
+            resource_version,
+            Controller::apply_pod_event,
+            Controller::relist_pods,
+        );
+    }
+
+    /// Follows the anchors forever: an operator's change or deletion reaches the store.
+    pub fn follow_anchors(&self, resource_version: String) {
+        self.follow(
+            Resource::Secrets,
+            resource_version,
+            Controller::apply_anchor_event,
+            Controller::relist_anchors,
+        );
+    }
+
+    /// Watches `resource` from `resource_version`, again and again: a watch the server ends
+    /// goes on from the last version seen, a broken one after a pause, and a gone version
+    /// (410) after a fresh list.
+    fn follow(
+        &self,
+        resource: Resource,
+        mut resource_version: String,
+        apply: fn(&Controller, WatchEvent),
+        relist: fn(&Controller) -> Result<String, KubeError>,
+    ) {
+        loop {
+            let outcome = self
+                .kube
+                .watch(resource, MANAGED_SELECTOR, &resource_version, WATCH_DURATION)
+                .and_then(|events| {
+                    for event in events {
+                        let event = event?;
+                        if let Some(version) = event_version(&event) {
+                            resource_version = version;
+                        }
+                        apply(self, event);
+                    }
+                    Ok(())
+                });
+            match outcome {
+                Ok(()) => {}
+                Err(KubeError::Expired(message)) => {
+                    log::info!(
+                        "the {} watch must start over ({message}); listing again",
+                        resource.plural()
+                    );
+                    resource_version = loop {
+                        match relist(self) {
+                            Ok(version) => break version,
+                            Err(error) => {
+                                log::warn!("cannot list the {}: {error}", resource.plural());
+                                thread::sleep(RETRY_PAUSE);
+                            }
+                        }
+                    };
+                }
+                Err(error) => {
+                    log::warn!("the {} watch stopped: {error}", resource.plural());
+                    thread::sleep(RETRY_PAUSE);
+                }
+            }
+        }
+    }
+
+    fn apply_pod_event(&self, event: WatchEvent) {
+        let (pod, added, gone) = match &event {
+            WatchEvent::Added(pod) => (pod, true, false),
+            WatchEvent::Modified(pod) => (pod, false, false),
+            WatchEvent::Deleted(pod) => (pod, false, true),
+            WatchEvent::Bookmark(_) => return,
+        };
+        let (Some(runtime_id), Some(record)) = (runtime_id_of(pod), PodRecord::of(pod)) else {
+            return;
+        };
+        let event = if gone {
+            PodEvent::Gone { uid: record.uid }
+        } else {
+            PodEvent::Seen { added, record }
+        };
+        self.store.pod_event(runtime_id, event);
+    }
+
+    fn apply_anchor_event(&self, event: WatchEvent) {
+        let (anchor, deleted) = match &event {
+            WatchEvent::Added(anchor) | WatchEvent::Modified(anchor) => (anchor, is_being_deleted(anchor)),
+            WatchEvent::Deleted(anchor) => (anchor, true),
+            WatchEvent::Bookmark(_) => return,
+        };
+        let Some(runtime_id) = runtime_id_of(anchor) else {
+            return;
+        };
+        if deleted {
+            if self.store.remove(runtime_id).is_some() {
+                log::info!("runtime {runtime_id}: its anchor was deleted; garbage collection removes the rest");
+            }
+        } else if let Some(desired) = manifests::desired_state_of(anchor) {
+            self.store.observe_desired(runtime_id, desired);
+        }
+    }
+
+    fn relist_pods(&self) -> Result<String, KubeError> {
+        let listed_at = Instant::now();
+        let pods = self.kube.list(Resource::Pods, MANAGED_SELECTOR)?;
+        let records = pods
+            .items
+            .iter()
+            .filter_map(|pod| Some((runtime_id_of(pod)?.to_string(), PodRecord::of(pod)?)))
+            .collect();
+        self.store.replace_pods(listed_at, records);
+        Ok(pods.resource_version)
+    }
+
+    fn relist_anchors(&self) -> Result<String, KubeError> {
+        let listed_at = Instant::now();
+        let anchors = self.kube.list(Resource::Secrets, MANAGED_SELECTOR)?;
+        let desired = anchors
+            .items
+            .iter()
+            .filter(|anchor| !is_being_deleted(anchor))
+            .filter_map(|anchor| Some((runtime_id_of(anchor)?.to_string(), manifests::desired_state_of(anchor)?)))
+            .collect();
+        for runtime_id in self.store.replace_anchors(listed_at, &desired) {
+            log::info!("runtime {runtime_id}: its anchor is gone; garbage collection removes the rest");
+        }
+        Ok(anchors.resource_version)
+    }
+
+    // ---- keeping the cluster true to what each runtime is asked to be ----
+
+    /// A running runtime without a pod (node drain, eviction, `kubectl delete pod`, a crash
+    /// before the pod was created, or a resume whose previous pod has just gone) gets one;
+    /// a paused runtime loses its pod. A pod in error is replaced only when a client asks.
+    pub fn converge(&self) {
+        let diverging = self.store.select(|runtime, pod| match runtime.desired {
+            DesiredState::Running => pod.is_none(),
+            DesiredState::Paused => pod.is_some_and(|pod| !pod.terminating),
         });
         for runtime in diverging {
             // A client working on this session decides; the next round looks again.
             let Some(_session) = self.store.try_lock_session(&runtime.session_id) else {
                 continue;
             };
-            let Some(runtime) = self.store.runtime(&runtime.id) else {
+            let Some((runtime, has_pod)) = self.store.find(&runtime.id, |r, pod| (r.clone(), pod.is_some())) else {
                 continue;
             };
-            let outcome = match runtime.desired {
-                DesiredState::Running => {
+            let outcome = match (runtime.desired, has_pod) {
+                (DesiredState::Running, false) => {
                     log::info!("runtime {}: creating its missing pod", runtime.id);
-                    self.create_pod(&runtime).map(drop)
+                    self.create_pod(&runtime)
                 }
-                DesiredState::Paused => {
+                (DesiredState::Paused, true) => {
                     log::info!("runtime {}: deleting the pod of a paused runtime", runtime.id);
-                    let name = object_name(&runtime.id);
-                    self.kube
-                        .delete(Resource::Pods, &name, PropagationPolicy::Background)
-                        .map(drop)
-                        .map_err(Error::from)
+                    self.delete_pod(&runtime.id)
                 }
+                _ => Ok(()),
             };
             if let Err(error) = outcome {
                 log::warn!("runtime {}: {error}", runtime.id);
             }
         }
+    }
+}
+
+/// The resourceVersion an event brings the watch to.
+fn event_version(event: &WatchEvent) -> Option<String> {
+    match event {
+        WatchEvent::Added(object) | WatchEvent::Modified(object) | WatchEvent::Deleted(object) => {
+            object["metadata"]["resourceVersion"].as_str().map(str::to_string)
+        }
+        WatchEvent::Bookmark(version) => Some(version.clone()).filter(|v| !v.is_empty()),
     }
 }

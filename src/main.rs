@@ -8,8 +8,8 @@ use openhands_k8s_runtime::config::Config;
 use openhands_k8s_runtime::controller::Controller;
 use openhands_k8s_runtime::kube_rest;
 
-/// How often the pods are listed; clients poll about as often.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each runtime's pod is compared with its desired state.
+const CONVERGE_INTERVAL: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
 
     {
         let controller = controller.clone();
-        thread::spawn(move || poll_pods(&controller));
+        thread::spawn(move || keep_state(&controller));
     }
     let handles: Vec<_> = (0..workers)
         .map(|_| {
@@ -60,13 +60,36 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Lists the sandbox pods about once a second for as long as the service runs.
-fn poll_pods(controller: &Controller) {
+/// Rebuilds the store from the cluster, then follows the cluster for as long as the service
+/// runs: two watches (pods, anchors) and a loop that converges and sweeps.
+fn keep_state(controller: &Arc<Controller>) {
+    let recovered = loop {
+        match controller.recover() {
+            Ok(recovered) => break recovered,
+            Err(error) => {
+                log::error!("cannot load the runtimes from the cluster yet: {error}");
+                thread::sleep(CONVERGE_INTERVAL);
+            }
+        }
+    };
+    let pods = controller.clone();
+    thread::spawn(move || pods.follow_pods(recovered.pods_version));
+    let anchors = controller.clone();
+    thread::spawn(move || anchors.follow_anchors(recovered.anchors_version));
+
+    let sweep_interval = controller.config().orphan_sweep_interval;
+    let mut last_sweep = Instant::now();
     loop {
         let started = Instant::now();
-        if let Err(error) = controller.poll_pods() {
-            log::warn!("cannot list the sandbox pods: {error}");
+        controller.converge();
+        if last_sweep.elapsed() >= sweep_interval {
+            last_sweep = Instant::now();
+            match controller.sweep_orphans() {
+                Ok(0) => {}
+                Ok(deleted) => log::info!("deleted {deleted} objects whose runtime was gone"),
+                Err(error) => log::warn!("cannot sweep for orphaned objects: {error}"),
+            }
         }
-        thread::sleep(POLL_INTERVAL.saturating_sub(started.elapsed()));
+        thread::sleep(CONVERGE_INTERVAL.saturating_sub(started.elapsed()));
     }
 }

@@ -4,12 +4,13 @@
 //! dying halfway through a `/start`) never leaves an orphan behind.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use crate::config::{Config, RESERVED_ENV};
 use crate::kube_rest::owner_reference;
-use crate::runtime::{Command, DesiredState, PullPolicy, StartRequest};
+use crate::runtime::{Command, DesiredState, PullPolicy, Runtime, StartRequest, parse_rfc3339};
 
 pub const MANAGED_BY: &str = "openhands-k8s-runtime";
 /// Selects every object this service manages.
@@ -18,10 +19,12 @@ pub const RUNTIME_ID_LABEL: &str = "runtime-id";
 pub const SESSION_ID_ANNOTATION: &str = "openhands.dev/session-id";
 pub const DESIRED_STATE_ANNOTATION: &str = "openhands.dev/desired-state";
 pub const DESIRED_STATE_SINCE_ANNOTATION: &str = "openhands.dev/desired-state-since";
+pub const CREATED_AT_ANNOTATION: &str = "openhands.dev/created-at";
 pub const SESSION_KEY_KEY: &str = "session_api_key";
 pub const REQUEST_KEY: &str = "start-request";
 
 const CA_VOLUME: &str = "additional-ca";
+const WORKSPACE_VOLUME: &str = "workspace";
 const CA_PATH: &str = "/usr/local/share/ca-certificates/additional-ca.crt";
 const CONTAINER: &str = "agent";
 
@@ -81,6 +84,7 @@ pub fn anchor_secret(
     let mut metadata = metadata(runtime_id, &request.session_id, None);
     metadata["annotations"][DESIRED_STATE_ANNOTATION] = json!(desired.as_str());
     metadata["annotations"][DESIRED_STATE_SINCE_ANNOTATION] = json!(now);
+    metadata["annotations"][CREATED_AT_ANNOTATION] = json!(now);
     Ok(json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -88,6 +92,76 @@ pub fn anchor_secret(
         "type": "Opaque",
         "stringData": string_data,
     }))
+}
+
+/// Rebuilds a runtime from its anchor as the API server returns it (values base64-encoded
+/// under `data`). The error says what is missing or malformed.
+pub fn runtime_from_anchor(anchor: &Value) -> Result<Runtime, String> {
+    let metadata = &anchor["metadata"];
+    let id = metadata["labels"][RUNTIME_ID_LABEL]
+        .as_str()
+        .ok_or("no runtime-id label")?;
+    let data = |key: &str| -> Result<String, String> {
+        let encoded = anchor["data"][key]
+            .as_str()
+            .ok_or_else(|| format!("no {key} in its data"))?;
+        let bytes = base64_decode(encoded).ok_or_else(|| format!("{key} is not base64"))?;
+        String::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))
+    };
+    let request: StartRequest =
+        serde_json::from_str(&data(REQUEST_KEY)?).map_err(|e| format!("the start request cannot be read: {e}"))?;
+    let annotations = &metadata["annotations"];
+    let created_at = annotations[CREATED_AT_ANNOTATION]
+        .as_str()
+        .or(metadata["creationTimestamp"].as_str())
+        .and_then(parse_rfc3339)
+        .ok_or("no creation time")?;
+    Ok(Runtime {
+        id: id.to_string(),
+        session_id: request.session_id.clone(),
+        session_api_key: data(SESSION_KEY_KEY)?,
+        anchor_uid: metadata["uid"].as_str().ok_or("no uid")?.to_string(),
+        desired: desired_state_of(anchor).ok_or("no desired state")?,
+        request,
+        created_at,
+        changed_at: Instant::now(),
+    })
+}
+
+/// The desired state an anchor records.
+pub fn desired_state_of(anchor: &Value) -> Option<DesiredState> {
+    match anchor["metadata"]["annotations"][DESIRED_STATE_ANNOTATION].as_str()? {
+        "running" => Some(DesiredState::Running),
+        "paused" => Some(DesiredState::Paused),
+        _ => None,
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding), as Secret data is encoded.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes = text.trim_end_matches('=').as_bytes();
+    if text.len() % 4 != 0 || bytes.len() % 4 == 1 {
+        return None;
+    }
+    let mut decoded = Vec::with_capacity(bytes.len() * 3 / 4);
+    for group in bytes.chunks(4) {
+        let mut bits = 0u32;
+        for (i, c) in group.iter().enumerate() {
+            bits |= value(*c)? << (18 - 6 * i);
+        }
+        decoded.extend_from_slice(&bits.to_be_bytes()[1..group.len()]);
+    }
+    Some(decoded)
 }
 
 /// The merge patch that records a new desired state on the anchor.
@@ -268,10 +342,20 @@ pub fn pod(config: &Config, runtime_id: &str, request: &StartRequest, anchor_uid
             .collect();
         spec["imagePullSecrets"] = json!(secrets);
     }
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
     if let Some((secret, key)) = &config.ca_cert {
-        spec["volumes"] = json!([{"name": CA_VOLUME, "secret": {"secretName": secret, "items": [{"key": key, "path": "additional-ca.crt"}]}}]);
-        spec["containers"][0]["volumeMounts"] =
-            json!([{"name": CA_VOLUME, "mountPath": CA_PATH, "subPath": "additional-ca.crt", "readOnly": true}]);
+        volumes.push(json!({"name": CA_VOLUME, "secret": {"secretName": secret, "items": [{"key": key, "path": "additional-ca.crt"}]}}));
+        mounts.push(json!({"name": CA_VOLUME, "mountPath": CA_PATH, "subPath": "additional-ca.crt", "readOnly": true}));
+    }
+    if let Some(workspace) = &config.workspace {
+        volumes
+            .push(json!({"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": object_name(runtime_id)}}));
+        mounts.push(json!({"name": WORKSPACE_VOLUME, "mountPath": workspace.mount_path}));
+    }
+    if !volumes.is_empty() {
+        spec["volumes"] = json!(volumes);
+        spec["containers"][0]["volumeMounts"] = json!(mounts);
     }
     json!({
         "apiVersion": "v1",
@@ -279,6 +363,24 @@ pub fn pod(config: &Config, runtime_id: &str, request: &StartRequest, anchor_uid
         "metadata": metadata(runtime_id, &request.session_id, Some(anchor_uid)),
         "spec": spec,
     })
+}
+
+/// The runtime's workspace volume, when `WORKSPACE_STORAGE_SIZE` is set.
+pub fn workspace_claim(config: &Config, runtime_id: &str, session_id: &str, anchor_uid: &str) -> Option<Value> {
+    let workspace = config.workspace.as_ref()?;
+    let mut spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": workspace.size}},
+    });
+    if let Some(class) = &workspace.storage_class {
+        spec["storageClassName"] = json!(class);
+    }
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(runtime_id, session_id, Some(anchor_uid)),
+        "spec": spec,
+    }))
 }
 
 pub fn service(config: &Config, runtime_id: &str, session_id: &str, anchor_uid: &str) -> Value {
@@ -367,6 +469,16 @@ mod tests {
         assert_eq!(default_pull_policy("registry:5000/agent"), PullPolicy::Always);
         assert_eq!(default_pull_policy("registry:5000/agent:1.2"), PullPolicy::IfNotPresent);
         assert_eq!(default_pull_policy("agent@sha256:abc"), PullPolicy::IfNotPresent);
+    }
+
+    #[test]
+    fn base64_decodes_what_the_api_server_encodes() {
+        assert_eq!(base64_decode("aw==").as_deref(), Some(&b"k"[..]));
+        assert_eq!(base64_decode("c2stMTIz").as_deref(), Some(&b"sk-123"[..]));
+        assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
+        assert_eq!(base64_decode("eyJhIjoxfQ==").as_deref(), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(base64_decode("not base64!"), None);
+        assert_eq!(base64_decode("abc"), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Reasons and messages are Kubernetes' own, verbatim: the app server classifies failures by
 //! words such as `ImagePullBackOff` or `Unschedulable`.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -37,16 +37,51 @@ pub struct PodObservation {
     pub detail: Option<String>,
     pub restart_count: u32,
     pub restart_reasons: Vec<String>,
+    /// Since when its image cannot be pulled: `pending` turns `failed` once that lasts longer
+    /// than the grace, whether or not the pod changes again (back-offs grow to minutes).
+    pub pull_failing_since: Option<SystemTime>,
 }
 
 impl PodObservation {
-    pub fn new(status: PodStatus) -> PodObservation {
+    pub const fn new(status: PodStatus) -> PodObservation {
         PodObservation {
             status,
             detail: None,
             restart_count: 0,
             restart_reasons: Vec::new(),
+            pull_failing_since: None,
         }
+    }
+
+    /// `pod_status` at `now` (SPEC §4 rule 3: a pull error lasting longer than the grace fails).
+    pub fn status_at(&self, now: SystemTime, image_pull_grace: Duration) -> PodStatus {
+        match self.pull_failing_since {
+            Some(since) if now.duration_since(since).unwrap_or_default() > image_pull_grace => PodStatus::Failed,
+            _ => self.status,
+        }
+    }
+}
+
+/// What the service knows of a runtime's pod (no record: there is no pod).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRecord {
+    pub uid: String,
+    /// Deleted, its containers still stopping: the name is not free yet.
+    pub terminating: bool,
+    pub observation: PodObservation,
+    /// When the service itself last changed the pod: a list that began earlier is older news.
+    pub changed_at: Option<Instant>,
+}
+
+impl PodRecord {
+    /// The record of a pod as the API server returned it (`None` without a uid).
+    pub fn of(pod: &Value) -> Option<PodRecord> {
+        Some(PodRecord {
+            uid: pod["metadata"]["uid"].as_str()?.to_string(),
+            terminating: !pod["metadata"]["deletionTimestamp"].is_null(),
+            observation: observe(Some(pod)),
+            changed_at: None,
+        })
     }
 }
 
@@ -55,8 +90,9 @@ const FATAL_WAITING: [&str; 3] = ["InvalidImageName", "CreateContainerConfigErro
 /// Waiting reasons that may still cure themselves (a registry hiccup) for a while.
 const PULL_WAITING: [&str; 2] = ["ImagePullBackOff", "ErrImagePull"];
 
-/// Derives the observation from a pod (or its absence) by the rules of SPEC §4, in order.
-pub fn observe(pod: Option<&Value>, now: SystemTime, image_pull_grace: Duration) -> PodObservation {
+/// Derives the observation from a pod (or its absence) by the rules of SPEC §4, in order;
+/// the image pull grace is applied when it is read (`PodObservation::status_at`).
+pub fn observe(pod: Option<&Value>) -> PodObservation {
     let Some(pod) = pod.filter(|pod| pod["metadata"]["deletionTimestamp"].is_null()) else {
         return PodObservation::new(PodStatus::NotFound);
     };
@@ -92,6 +128,7 @@ pub fn observe(pod: Option<&Value>, now: SystemTime, image_pull_grace: Duration)
         detail,
         restart_count,
         restart_reasons: restart_reasons.clone(),
+        pull_failing_since: None,
     };
     let phase = status["phase"].as_str().unwrap_or_default();
 
@@ -106,14 +143,12 @@ pub fn observe(pod: Option<&Value>, now: SystemTime, image_pull_grace: Duration)
         return observation(PodStatus::Failed, Some(detail));
     }
     if let Some(detail) = waiting(&PULL_WAITING) {
+        // Pull errors come before the container ever runs: they last since the pod began.
         let since = pod["metadata"]["creationTimestamp"].as_str().and_then(parse_rfc3339);
-        let persisting = since.is_some_and(|since| now.duration_since(since).unwrap_or_default() > image_pull_grace);
-        let pod_status = if persisting {
-            PodStatus::Failed
-        } else {
-            PodStatus::Pending
+        return PodObservation {
+            pull_failing_since: Some(since.unwrap_or(UNIX_EPOCH)),
+            ..observation(PodStatus::Pending, Some(detail))
         };
-        return observation(pod_status, Some(detail));
     }
     match phase {
         "Failed" | "Succeeded" => {
@@ -204,31 +239,37 @@ mod tests {
 
     #[test]
     fn no_pod_or_a_terminating_pod_is_not_found() {
-        assert_eq!(observe(None, now(), GRACE).status, PodStatus::NotFound);
+        assert_eq!(observe(None).status, PodStatus::NotFound);
         let mut terminating = pod("2025-03-04T10:15:00Z", json!({"phase": "Running"}));
         terminating["metadata"]["deletionTimestamp"] = json!("2025-03-04T10:16:30Z");
-        assert_eq!(observe(Some(&terminating), now(), GRACE).status, PodStatus::NotFound);
+        assert_eq!(observe(Some(&terminating)).status, PodStatus::NotFound);
     }
 
     #[test]
     fn image_pull_errors_are_pending_within_the_grace_then_failed() {
         let status = json!({"phase": "Pending", "containerStatuses": [{"name": "agent", "restartCount": 0,
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]});
-        let young = observe(Some(&pod("2025-03-04T10:15:00Z", status.clone())), now(), GRACE);
-        assert_eq!(young.status, PodStatus::Pending);
+        let young = observe(Some(&pod("2025-03-04T10:15:00Z", status.clone())));
+        assert_eq!(young.status_at(now(), GRACE), PodStatus::Pending);
         assert_eq!(
             young.detail.as_deref(),
             Some("ImagePullBackOff: Back-off pulling image \"x\"")
         );
-        let old = observe(Some(&pod("2025-03-04T10:00:00Z", status)), now(), GRACE);
-        assert_eq!(old.status, PodStatus::Failed);
+        let old = observe(Some(&pod("2025-03-04T10:00:00Z", status)));
+        assert_eq!(old.status_at(now(), GRACE), PodStatus::Failed);
+        let later = now() + Duration::from_secs(120);
+        assert_eq!(
+            young.status_at(later, GRACE),
+            PodStatus::Failed,
+            "without any new event"
+        );
     }
 
     #[test]
     fn unrecoverable_waiting_reasons_fail_at_once() {
         for reason in FATAL_WAITING {
             let status = json!({"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": reason}}}]});
-            let seen = observe(Some(&pod("2025-03-04T10:15:59Z", status)), now(), GRACE);
+            let seen = observe(Some(&pod("2025-03-04T10:15:59Z", status)));
             assert_eq!((seen.status, seen.detail.as_deref()), (PodStatus::Failed, Some(reason)));
         }
     }
@@ -237,14 +278,14 @@ mod tests {
     fn failed_pods_say_how_their_container_ended() {
         let status = json!({"phase": "Failed", "containerStatuses": [{"restartCount": 0,
             "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]});
-        let seen = observe(Some(&pod("2025-03-04T10:15:00Z", status)), now(), GRACE);
+        let seen = observe(Some(&pod("2025-03-04T10:15:00Z", status)));
         assert_eq!(
             (seen.status, seen.detail.as_deref()),
             (PodStatus::Failed, Some("OOMKilled (exit code 137)"))
         );
         let evicted =
             json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."});
-        let seen = observe(Some(&pod("2025-03-04T10:15:00Z", evicted)), now(), GRACE);
+        let seen = observe(Some(&pod("2025-03-04T10:15:00Z", evicted)));
         assert_eq!(
             seen.detail.as_deref(),
             Some("Evicted: The node was low on resource: memory.")
@@ -253,14 +294,10 @@ mod tests {
 
     #[test]
     fn unknown_phase_is_unknown() {
-        let seen = observe(
-            Some(&pod(
-                "2025-03-04T10:15:00Z",
-                json!({"phase": "Unknown", "reason": "NodeLost"}),
-            )),
-            now(),
-            GRACE,
-        );
+        let seen = observe(Some(&pod(
+            "2025-03-04T10:15:00Z",
+            json!({"phase": "Unknown", "reason": "NodeLost"}),
+        )));
         assert_eq!(
             (seen.status, seen.detail.as_deref()),
             (PodStatus::Unknown, Some("NodeLost"))

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::config::{self, Config};
 use crate::error::Error;
-use crate::pod_status::{PodObservation, PodStatus};
+use crate::pod_status::{PodObservation, PodRecord, PodStatus};
 
 /// The longest session id: `work-1-{session}` must fit a 63-character DNS label.
 const MAX_SESSION_ID: usize = 56;
@@ -226,7 +226,7 @@ pub fn check_session_id(session_id: &str) -> Result<(), Error> {
     }
 }
 
-/// One runtime as the service knows it.
+/// One runtime as the service knows it from its anchor.
 #[derive(Debug, Clone)]
 pub struct Runtime {
     pub id: String,
@@ -237,17 +237,19 @@ pub struct Runtime {
     pub request: StartRequest,
     pub desired: DesiredState,
     pub created_at: SystemTime,
-    pub pod: PodObservation,
-    /// When the service last created or deleted the pod: a pod list that began earlier says
-    /// nothing about it.
-    pub pod_changed_at: Instant,
+    /// When the service last wrote this runtime: a list that began earlier cannot know of it.
+    pub changed_at: Instant,
 }
 
+/// What a runtime without a pod reports.
+static NO_POD: PodObservation = PodObservation::new(PodStatus::NotFound);
+
 impl Runtime {
-    pub fn status(&self) -> Status {
+    /// `status` from the desired state and `pod_status` (SPEC §4).
+    pub fn status(&self, pod_status: PodStatus) -> Status {
         match self.desired {
             DesiredState::Paused => Status::Paused,
-            DesiredState::Running => match self.pod.status {
+            DesiredState::Running => match pod_status {
                 PodStatus::Ready => Status::Running,
                 PodStatus::Failed | PodStatus::CrashLoopBackOff | PodStatus::Unknown => Status::Error,
                 PodStatus::Pending | PodStatus::Running | PodStatus::NotFound => Status::Starting,
@@ -255,9 +257,11 @@ impl Runtime {
         }
     }
 
-    /// The runtime object (RR) of SPEC §3.
-    pub fn view(&self, config: &Config) -> RuntimeView {
-        let status = self.status();
+    /// The runtime object (RR) of SPEC §3, with its pod as known at `now`.
+    pub fn view(&self, pod: Option<&PodRecord>, config: &Config, now: SystemTime) -> RuntimeView {
+        let observation = pod.map_or(&NO_POD, |p| &p.observation);
+        let pod_status = observation.status_at(now, config.image_pull_grace);
+        let status = self.status(pod_status);
         let host = |prefix: &str| {
             format!(
                 "{}://{prefix}{}.{}",
@@ -266,24 +270,27 @@ impl Runtime {
                 config.base_domain
             )
         };
-        let paused = status == Status::Paused;
         RuntimeView {
             runtime_id: self.id.clone(),
             session_id: self.session_id.clone(),
             url: host(""),
             session_api_key: self.session_api_key.clone(),
             status,
-            pod_status: if paused { PodStatus::NotFound } else { self.pod.status },
+            pod_status: if status == Status::Paused {
+                PodStatus::NotFound
+            } else {
+                pod_status
+            },
             status_detail: match status {
-                Status::Starting | Status::Error => self.pod.detail.clone(),
+                Status::Starting | Status::Error => observation.detail.clone(),
                 _ => None,
             },
             work_hosts: BTreeMap::from([
                 (host("work-1-"), config.ports.worker_1),
                 (host("work-2-"), config.ports.worker_2),
             ]),
-            restart_count: self.pod.restart_count,
-            restart_reasons: self.pod.restart_reasons.clone(),
+            restart_count: observation.restart_count,
+            restart_reasons: observation.restart_reasons.clone(),
             image: self.request.image.clone(),
             created_at: rfc3339(self.created_at),
         }
