@@ -167,6 +167,7 @@ impl Builder {
                 watch_epoch: 0,
                 break_watches_mid_line: false,
                 hung_release: 0,
+                watches_held: false,
                 stopping: false,
             }),
             changed: Condvar::new(),
@@ -221,6 +222,8 @@ struct State {
     break_watches_mid_line: bool,
     /// Bumped to release hung requests.
     hung_release: u64,
+    /// While set, watch requests wait before they start.
+    watches_held: bool,
     stopping: bool,
 }
 
@@ -332,6 +335,18 @@ impl FakeKube {
         created.unwrap_or_else(|e| panic!("insert {resource}: {}", e.status))
     }
 
+    /// Applies a merge patch as another client would (`kubectl annotate`, `kubectl patch`).
+    pub fn merge_patch(&self, resource: &str, name: &str, patch: &Value) -> Value {
+        let rt = RESOURCES
+            .iter()
+            .find(|r| r.plural == resource)
+            .expect("a known resource");
+        let body = serde_json::to_vec(patch).expect("JSON");
+        let patched = self.shared.lock().cluster.merge_patch(rt, NAMESPACE, name, &body);
+        self.shared.changed.notify_all();
+        patched.unwrap_or_else(|e| panic!("patch {resource} {name}: {}", e.status))
+    }
+
     /// Deletes an object behind the service's back, as `kubectl delete` would.
     pub fn delete_by_operator(&self, resource: &str, name: &str) -> bool {
         let deleted = self.shared.lock().cluster.delete_by_operator(resource, NAMESPACE, name);
@@ -382,6 +397,50 @@ impl FakeKube {
         state.watch_epoch += 1;
         drop(state);
         self.shared.changed.notify_all();
+    }
+
+    /// Ends every open watch stream and holds new watch requests until called with `false`:
+    /// whatever changes meanwhile must be caught up with when they go on.
+    pub fn hold_watches(&self, hold: bool) {
+        let mut state = self.shared.lock();
+        state.watches_held = hold;
+        if hold {
+            state.break_watches_mid_line = false;
+            state.watch_epoch += 1;
+        }
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
+    /// How many plain lists (not watches) of `resource` were made.
+    pub fn list_count(&self, resource: &str) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(resource) && !r.query.contains("watch="))
+            .count()
+    }
+
+    /// Waits until a request satisfying `what` has been received.
+    pub fn wait_for_request(&self, timeout: Duration, what: impl Fn(&RecordedRequest) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        loop {
+            if state.requests.iter().any(&what) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// How many watch requests of `resource` were made.
@@ -1048,6 +1107,14 @@ fn stream_watch(shared: &Shared, request: tiny_http::Request, spec: WatchSpec) {
         write!(out, "{:x}\r\n{data}\r\n", data.len())?;
         out.flush()
     }
+    // The stream belongs to the current epoch before the client sees it begin, so that ending
+    // streams right after a watch call returned always ends that one.
+    let mut state = shared.lock();
+    while state.watches_held && !state.stopping {
+        state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    let epoch = state.watch_epoch;
+    drop(state);
     let mut out: Out = request.into_writer();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache, private\r\nTransfer-Encoding: chunked\r\n\r\n";
     if out.write_all(head.as_bytes()).and_then(|()| out.flush()).is_err() {
@@ -1056,9 +1123,21 @@ fn stream_watch(shared: &Shared, request: tiny_http::Request, spec: WatchSpec) {
     let deadline = Instant::now() + spec.timeout;
     let bookmark_every = Duration::from_millis(500);
     let mut state = shared.lock();
-    let epoch = state.watch_epoch;
     let mut last = spec.resource_version;
     loop {
+        // An ended or cut stream sends nothing more, not even what changed meanwhile.
+        if state.stopping || Instant::now() >= deadline {
+            break;
+        }
+        if state.watch_epoch != epoch {
+            if state.break_watches_mid_line {
+                drop(state);
+                let _ = chunk(&mut out, "{\"type\":\"MODIFIED\",\"object\":{\"kind\":");
+                let _ = chunk(&mut out, "");
+                return;
+            }
+            break;
+        }
         let events = match last {
             None => Ok(state
                 .cluster
@@ -1087,19 +1166,7 @@ fn stream_watch(shared: &Shared, request: tiny_http::Request, spec: WatchSpec) {
             }
         }
         state = shared.lock();
-        if state.stopping || Instant::now() >= deadline {
-            break;
-        }
-        if state.watch_epoch != epoch {
-            if state.break_watches_mid_line {
-                drop(state);
-                let _ = chunk(&mut out, "{\"type\":\"MODIFIED\",\"object\":{\"kind\":");
-                let _ = chunk(&mut out, "");
-                return;
-            }
-            break;
-        }
-        if state.cluster.resource_version() != current {
+        if state.cluster.resource_version() != current || state.watch_epoch != epoch || state.stopping {
             continue;
         }
         let wait = bookmark_every.min(deadline.saturating_duration_since(Instant::now()));

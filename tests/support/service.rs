@@ -31,7 +31,8 @@ impl Answer {
 }
 
 pub struct Service {
-    child: Child,
+    child: std::sync::Mutex<Child>,
+    env: Vec<(String, String)>,
     pub url: String,
     log: PathBuf,
     agent: ureq::Agent,
@@ -65,7 +66,12 @@ pub fn base_env(fake: &FakeKube, dir: &std::path::Path) -> Vec<(String, String)>
 
 /// Runs the binary with exactly `env` (nothing inherited but PATH); returns it once started.
 pub fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
-    let log_file = fs::File::create(log).expect("create the log file");
+    // Appended to, so that a restarted service's log follows the first one's.
+    let log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open the log file");
     Command::new(env!("CARGO_BIN_EXE_openhands-k8s-runtime"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -80,6 +86,13 @@ pub fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
 impl Service {
     /// Starts the service against `fake` with `extra` variables, and waits until it is ready.
     pub fn start(fake: &FakeKube, extra: &[(&str, &str)]) -> Service {
+        let service = Service::start_unready(fake, extra);
+        service.wait_ready();
+        service
+    }
+
+    /// Starts the service without waiting until it is ready.
+    pub fn start_unready(fake: &FakeKube, extra: &[(&str, &str)]) -> Service {
         let dir = super::temp_dir("service");
         let port = free_port();
         let mut env = base_env(fake, &dir);
@@ -95,20 +108,33 @@ impl Service {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let mut service = Service {
-            child,
+        Service {
+            child: std::sync::Mutex::new(child),
+            env,
             url: format!("http://127.0.0.1:{port}"),
             log,
             agent,
-        };
-        service.wait_ready();
-        service
+        }
     }
 
-    fn wait_ready(&mut self) {
+    /// Kills the service as `kill -9` would: no cleanup, no last words.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Kills the service and starts it again with the same configuration; waits until ready.
+    pub fn restart(&self) {
+        self.kill();
+        *self.child.lock().unwrap() = spawn(&self.env, &self.log);
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + STARTUP;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
                 panic!("the service exited ({status}) before it was ready:\n{}", self.log());
             }
             let ready = self
@@ -139,6 +165,17 @@ impl Service {
 
     pub fn call_with_key(&self, method: &str, path: &str, body: Option<&Value>, key: Option<&str>) -> Answer {
         self.raw(method, path, body.map(|b| b.to_string().into_bytes()), key)
+    }
+
+    /// A POST whose caller may die: `None` when no answer came.
+    pub fn try_post(&self, path: &str, body: &Value) -> Option<u16> {
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}{path}", self.url))
+            .header("X-API-Key", API_KEY)
+            .body(body.to_string())
+            .unwrap();
+        self.agent.run(request).ok().map(|r| r.status().as_u16())
     }
 
     pub fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>, key: Option<&str>) -> Answer {
@@ -203,7 +240,6 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
