@@ -370,9 +370,8 @@ impl Controller {
             }
         }
         let count = runtimes.len();
-        for (id, runtime) in runtimes {
-            let pod = records.remove(&id);
-            self.store.insert(runtime, pod);
+        for runtime in runtimes.into_values() {
+            self.store.insert(runtime, None);
         }
         self.store.replace_pods(listed_at, records);
         self.store.set_ready();
