@@ -641,12 +641,7 @@ impl Client {
         token: Option<&str>,
     ) -> Result<Value, KubeError> {
         let mut response = self.send(method, url, body, token, None)?;
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(KubeError::from_transport)?;
+        let bytes = read_body(&mut response)?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
@@ -693,13 +688,7 @@ impl Client {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(KubeError::from_transport)?;
-        Err(KubeError::from_response(code, retry_after, &bytes))
+        Err(KubeError::from_response(code, retry_after, &read_body(&mut response)?))
     }
 
     fn run(
@@ -836,6 +825,16 @@ fn parse_watch_event(line: &str) -> Result<WatchEvent, KubeError> {
         }
         _ => Err(invalid("has an unknown type")),
     }
+}
+
+/// A whole response body, up to a sane size.
+fn read_body(response: &mut http::Response<ureq::Body>) -> Result<Vec<u8>, KubeError> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(KubeError::from_transport)
 }
 
 /// A TLS configuration that trusts the CAs in `config.ca_file` and nothing else: the API

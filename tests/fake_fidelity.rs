@@ -260,7 +260,20 @@ struct Kubectl<'a> {
     ca: std::path::PathBuf,
 }
 
-impl Kubectl<'_> {
+impl<'a> Kubectl<'a> {
+    /// kubectl pointed at a TLS fake, with a fresh HOME; also returns that directory.
+    fn against(binary: &'a str, fake: &FakeKube, name: &str) -> (Kubectl<'a>, std::path::PathBuf) {
+        let dir = support::temp_dir(name);
+        std::fs::write(dir.join("ca.crt"), fake.ca_pem().unwrap()).unwrap();
+        let kubectl = Kubectl {
+            binary,
+            home: dir.clone(),
+            server: fake.url().to_string(),
+            ca: dir.join("ca.crt"),
+        };
+        (kubectl, dir)
+    }
+
     fn run(&self, token: &str, args: &[&str]) -> (bool, String, String) {
         let output = Command::new(self.binary)
             .env("HOME", &self.home)
@@ -284,14 +297,7 @@ fn write_json(path: &Path, value: &Value) {
 fn kubectl_drives_the_fake_like_a_real_api_server() {
     let Some(binary) = kubectl() else { return };
     let fake = FakeKube::builder().tls().start();
-    let dir = support::temp_dir("kubectl");
-    std::fs::write(dir.join("ca.crt"), fake.ca_pem().unwrap()).unwrap();
-    let kubectl = Kubectl {
-        binary,
-        home: dir.clone(),
-        server: fake.url().to_string(),
-        ca: dir.join("ca.crt"),
-    };
+    let (kubectl, dir) = Kubectl::against(binary, &fake, "kubectl");
 
     let (ok, out, err) = kubectl.run(TOKEN, &["version", "-o", "json"]);
     assert!(ok, "{err}");
@@ -362,14 +368,7 @@ fn kubectl_drives_the_fake_like_a_real_api_server() {
 fn kubectl_watches_the_fake() {
     let Some(binary) = kubectl() else { return };
     let fake = FakeKube::builder().tls().start();
-    let dir = support::temp_dir("kubectl-watch");
-    std::fs::write(dir.join("ca.crt"), fake.ca_pem().unwrap()).unwrap();
-    let kubectl = Kubectl {
-        binary,
-        home: dir.clone(),
-        server: fake.url().to_string(),
-        ca: dir.join("ca.crt"),
-    };
+    let (kubectl, _) = Kubectl::against(binary, &fake, "kubectl-watch");
     fake.insert("pods", &web_pod());
     // kubectl lists, then watches from the list's resourceVersion until the request timeout.
     let (_, out, err) = kubectl.run(

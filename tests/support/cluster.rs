@@ -262,6 +262,16 @@ struct Event {
     object: Value,
 }
 
+impl Key {
+    pub fn new(plural: &'static str, namespace: &str, name: &str) -> Key {
+        Key {
+            plural,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
 /// DeleteOptions that matter here.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
@@ -366,11 +376,7 @@ impl Cluster {
     }
 
     pub fn set_fate(&mut self, namespace: &str, name: &str, fate: PodFate) -> bool {
-        let key = Key {
-            plural: "pods",
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
+        let key = Key::new("pods", namespace, name);
         match self.pods.get_mut(&key) {
             Some(progress) => {
                 progress.fate = fate;
@@ -383,11 +389,7 @@ impl Cluster {
 
     /// Sets a pod's status by hand (and stops the kubelet from changing it).
     pub fn set_pod_status(&mut self, namespace: &str, name: &str, status: Value) -> bool {
-        let key = Key {
-            plural: "pods",
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
+        let key = Key::new("pods", namespace, name);
         let Some(mut pod) = self.objects.get(&key).cloned() else {
             return false;
         };
@@ -634,11 +636,7 @@ impl Cluster {
                 &[error],
             ));
         }
-        let key = Key {
-            plural: rt.plural,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
+        let key = Key::new(rt.plural, namespace, name);
         let Some(current) = self.objects.get(&key).cloned() else {
             return Err(StatusError::not_found(rt, name));
         };
@@ -820,11 +818,7 @@ impl Cluster {
     ) -> Result<Value, StatusError> {
         let patch: Value = serde_json::from_slice(body)
             .map_err(|e| StatusError::bad_request(&format!("error decoding patch: {e}")))?;
-        let key = Key {
-            plural: rt.plural,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
+        let key = Key::new(rt.plural, namespace, name);
         let Some(current) = self.objects.get(&key).cloned() else {
             return Err(StatusError::not_found(rt, name));
         };
