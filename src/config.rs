@@ -76,6 +76,17 @@ pub struct Config {
     pub workspace: Option<Workspace>,
     /// How often labelled objects without an anchor are looked for and deleted.
     pub orphan_sweep_interval: Duration,
+    /// A NetworkPolicy per sandbox; `None` when `SANDBOX_NETWORK_POLICY=false`.
+    pub network_policy: Option<NetworkPolicy>,
+}
+
+/// Who may talk to a sandbox, and where a sandbox may connect, besides the internet and DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    /// The namespace of the ingress controller, the only way in from outside.
+    pub ingress_namespace: String,
+    /// Namespaces sandboxes may reach inside the cluster (e.g. the app server's, for webhooks).
+    pub egress_namespaces: Vec<String>,
 }
 
 /// The per-runtime PersistentVolumeClaim of `WORKSPACE_STORAGE_*`.
@@ -250,6 +261,38 @@ impl Config {
             })?,
         };
 
+        let network_policy = match var("SANDBOX_NETWORK_POLICY").as_deref() {
+            None | Some("true") => Some(NetworkPolicy {
+                ingress_namespace: namespace_name(&var, "INGRESS_CONTROLLER_NAMESPACE")?
+                    .unwrap_or_else(|| "ingress-nginx".to_string()),
+                egress_namespaces: match var("SANDBOX_EGRESS_NAMESPACES") {
+                    None => Vec::new(),
+                    Some(list) => list
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| {
+                            if is_dns_label(n) {
+                                Ok(n.to_string())
+                            } else {
+                                Err(ConfigError::new(
+                                    "SANDBOX_EGRESS_NAMESPACES",
+                                    format!("{n:?} is not a namespace name"),
+                                ))
+                            }
+                        })
+                        .collect::<Result<_, _>>()?,
+                },
+            }),
+            Some("false") => None,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "SANDBOX_NETWORK_POLICY",
+                    format!("{other:?} must be true or false"),
+                ));
+            }
+        };
+
         Ok(Config {
             api_key,
             server_port: port(&var, "SERVER_PORT", 8080)?,
@@ -273,6 +316,7 @@ impl Config {
             image_pull_grace,
             workspace,
             orphan_sweep_interval,
+            network_policy,
         })
     }
 }
@@ -298,6 +342,14 @@ fn resource_name(var: &Lookup, name: &'static str) -> Result<Option<String>, Con
             name,
             format!("{value:?} is not a valid Kubernetes name"),
         )),
+    }
+}
+
+fn namespace_name(var: &Lookup, name: &'static str) -> Result<Option<String>, ConfigError> {
+    match var(name) {
+        None => Ok(None),
+        Some(value) if is_dns_label(&value) => Ok(Some(value)),
+        Some(value) => Err(ConfigError::new(name, format!("{value:?} is not a namespace name"))),
     }
 }
 
@@ -419,6 +471,17 @@ mod tests {
         assert!(c.app_server_url.is_none() && c.ca_cert.is_none() && c.runtime_class.is_none());
         assert_eq!(c.workspace, None);
         assert_eq!(c.orphan_sweep_interval, Duration::from_secs(60));
+        assert_eq!(
+            c.network_policy,
+            Some(NetworkPolicy {
+                ingress_namespace: "ingress-nginx".into(),
+                egress_namespaces: Vec::new()
+            })
+        );
+        assert_eq!(
+            config(&[("SANDBOX_NETWORK_POLICY", "false")]).unwrap().network_policy,
+            None
+        );
         let with_workspace = config(&[
             ("WORKSPACE_STORAGE_SIZE", "1.5Gi"),
             ("WORKSPACE_STORAGE_CLASS", "local-path"),
@@ -456,6 +519,9 @@ mod tests {
             ("KUBE_API_URL", "localhost:6443"),
             ("WORKSPACE_STORAGE_SIZE", "lots"),
             ("ORPHAN_SWEEP_INTERVAL", "0s"),
+            ("SANDBOX_NETWORK_POLICY", "yes"),
+            ("INGRESS_CONTROLLER_NAMESPACE", "Ingress_Nginx"),
+            ("SANDBOX_EGRESS_NAMESPACES", "openhands,Bad_One"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{value}: {error}");

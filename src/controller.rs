@@ -83,10 +83,15 @@ impl Controller {
 
     /// The kinds a runtime owns besides its pod, in the order `/start` creates them.
     fn owned_kinds(&self) -> Vec<Resource> {
-        let mut kinds = vec![Resource::Services, Resource::Ingresses];
+        let mut kinds = Vec::new();
         if self.config.workspace.is_some() {
-            kinds.insert(0, Resource::PersistentVolumeClaims);
+            kinds.push(Resource::PersistentVolumeClaims);
         }
+        // The policy exists before the pod, so the pod never runs unconfined.
+        if self.config.network_policy.is_some() {
+            kinds.push(Resource::NetworkPolicies);
+        }
+        kinds.extend([Resource::Services, Resource::Ingresses]);
         kinds
     }
 
@@ -97,6 +102,7 @@ impl Controller {
             Resource::Services => Some(manifests::service(config, id, session, uid)),
             Resource::Ingresses => Some(manifests::ingress(config, id, session, uid)),
             Resource::PersistentVolumeClaims => manifests::workspace_claim(config, id, session, uid),
+            Resource::NetworkPolicies => manifests::network_policy(config, id, session, uid),
             Resource::Secrets => None,
         }
     }

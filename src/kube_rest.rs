@@ -329,15 +329,17 @@ pub enum Resource {
     Secrets,
     PersistentVolumeClaims,
     Ingresses,
+    NetworkPolicies,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 5] = [
+    pub const ALL: [Resource; 6] = [
         Resource::Pods,
         Resource::Services,
         Resource::Secrets,
         Resource::PersistentVolumeClaims,
         Resource::Ingresses,
+        Resource::NetworkPolicies,
     ];
 
     /// The plural name in URLs and RBAC rules.
@@ -348,6 +350,7 @@ impl Resource {
             Resource::Secrets => "secrets",
             Resource::PersistentVolumeClaims => "persistentvolumeclaims",
             Resource::Ingresses => "ingresses",
+            Resource::NetworkPolicies => "networkpolicies",
         }
     }
 
@@ -358,12 +361,13 @@ impl Resource {
             Resource::Secrets => "Secret",
             Resource::PersistentVolumeClaims => "PersistentVolumeClaim",
             Resource::Ingresses => "Ingress",
+            Resource::NetworkPolicies => "NetworkPolicy",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Resource::Ingresses => "networking.k8s.io/v1",
+            Resource::Ingresses | Resource::NetworkPolicies => "networking.k8s.io/v1",
             _ => "v1",
         }
     }

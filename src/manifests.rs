@@ -383,6 +383,47 @@ pub fn workspace_claim(config: &Config, runtime_id: &str, session_id: &str, anch
     }))
 }
 
+/// The address ranges a sandbox may not reach: the cluster's private networks and the cloud
+/// metadata service (link-local), which hands out the node's credentials.
+const PRIVATE_RANGES: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+];
+
+/// The sandbox's NetworkPolicy, unless `SANDBOX_NETWORK_POLICY=false`: in only from the
+/// ingress controller and this service; out to the internet, DNS, and the namespaces the
+/// operator names, but not to the cluster's private ranges or the metadata address.
+pub fn network_policy(config: &Config, runtime_id: &str, session_id: &str, anchor_uid: &str) -> Option<Value> {
+    let policy = config.network_policy.as_ref()?;
+    let namespace = |name: &str| json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}});
+    let mut egress = vec![
+        json!({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}]}),
+        json!({"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}),
+    ];
+    if !policy.egress_namespaces.is_empty() {
+        let to: Vec<Value> = policy.egress_namespaces.iter().map(|n| namespace(n)).collect();
+        egress.push(json!({"to": to}));
+    }
+    Some(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(runtime_id, session_id, Some(anchor_uid)),
+        "spec": {
+            "podSelector": {"matchLabels": {RUNTIME_ID_LABEL: runtime_id}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [
+                namespace(&policy.ingress_namespace),
+                {"podSelector": {"matchLabels": {"app.kubernetes.io/name": MANAGED_BY}}},
+            ]}],
+            "egress": egress,
+        },
+    }))
+}
+
 pub fn service(config: &Config, runtime_id: &str, session_id: &str, anchor_uid: &str) -> Value {
     let ports = config.ports;
     json!({

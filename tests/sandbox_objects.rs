@@ -420,3 +420,71 @@ fn service_ingress_labels_owners_and_the_ca_mount() {
         json!({"requests": {"cpu": "2000m", "memory": "4096Mi"}, "limits": {"cpu": "4000m", "memory": "8192Mi"}})
     );
 }
+
+#[test]
+fn each_sandbox_is_fenced_by_a_network_policy() {
+    let fake = FakeKube::start();
+    let service = Service::start(
+        &fake,
+        &[
+            ("INGRESS_CONTROLLER_NAMESPACE", "traefik"),
+            ("SANDBOX_EGRESS_NAMESPACES", "openhands-app"),
+        ],
+    );
+    let (runtime, objects) = start(&fake, &service, json!({"session_id": "fenced"}));
+    let id = runtime["runtime_id"].as_str().unwrap();
+    let name = format!("runtime-{id}");
+    let policy = fake.object("networkpolicies", &name).expect("a NetworkPolicy");
+    assert_valid(
+        "networkpolicy-networking-v1.json",
+        "NetworkPolicy",
+        "networking.k8s.io/v1",
+        &policy,
+    );
+    assert_eq!(
+        policy["metadata"]["ownerReferences"][0]["uid"],
+        objects.anchor["metadata"]["uid"]
+    );
+    let spec = &policy["spec"];
+    assert_eq!(spec["podSelector"], json!({"matchLabels": {"runtime-id": id}}));
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        spec["ingress"],
+        json!([{"from": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "traefik"}}},
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "openhands-k8s-runtime"}}},
+        ]}])
+    );
+    let egress = spec["egress"].as_array().unwrap();
+    let except = egress[0]["to"][0]["ipBlock"]["except"].as_array().unwrap();
+    for private in ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"] {
+        assert!(except.iter().any(|e| e == private), "{private} is not reachable");
+    }
+    assert_eq!(egress[0]["to"][0]["ipBlock"]["cidr"], "0.0.0.0/0");
+    assert_eq!(
+        egress[1]["ports"],
+        json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
+    );
+    assert_eq!(
+        egress[2]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "openhands-app"
+    );
+    // The policy comes before the pod, so the pod never runs unfenced.
+    let posts: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    let position = |kind: &str| posts.iter().position(|p| p == kind).unwrap();
+    assert!(position("networkpolicies") < position("pods"), "{posts:?}");
+
+    service.post("/stop", &json!({"runtime_id": id}));
+    assert!(fake.wait_for(std::time::Duration::from_secs(10), |c| {
+        c.objects("networkpolicies").is_empty()
+    }));
+
+    let open = Service::start(&fake, &[("SANDBOX_NETWORK_POLICY", "false")]);
+    start(&fake, &open, json!({"session_id": "open"}));
+    assert!(fake.objects("networkpolicies").is_empty());
+}

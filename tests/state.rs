@@ -14,7 +14,14 @@ use support::{FakeKube, Fault, FaultRule, Service};
 const WAIT: Duration = Duration::from_secs(20);
 /// A crash test's service: a workspace volume (so its PVC has crash points too) and a quick sweep.
 const CONFIG: &[(&str, &str)] = &[("WORKSPACE_STORAGE_SIZE", "1Gi"), ("ORPHAN_SWEEP_INTERVAL", "1s")];
-const KINDS: [&str; 5] = ["secrets", "pods", "services", "ingresses", "persistentvolumeclaims"];
+const KINDS: [&str; 6] = [
+    "secrets",
+    "pods",
+    "services",
+    "ingresses",
+    "persistentvolumeclaims",
+    "networkpolicies",
+];
 
 fn name_of(runtime: &Value) -> String {
     format!("runtime-{}", runtime["runtime_id"].as_str().unwrap())
@@ -46,9 +53,15 @@ fn assert_no_orphans(fake: &FakeKube) {
 /// Every object of a runtime exists (the pod only when it should run).
 fn assert_complete(fake: &FakeKube, name: &str, with_pod: bool) {
     let complete = fake.wait_for(WAIT, |cluster| {
-        ["secrets", "services", "ingresses", "persistentvolumeclaims"]
-            .iter()
-            .all(|k| cluster.object(k, name).is_some())
+        [
+            "secrets",
+            "services",
+            "ingresses",
+            "persistentvolumeclaims",
+            "networkpolicies",
+        ]
+        .iter()
+        .all(|k| cluster.object(k, name).is_some())
             && cluster.object("pods", name).is_some() == with_pod
     });
     assert!(complete, "{name} is not complete: {:?}", fake.object_names());
@@ -168,6 +181,12 @@ fn a_crash_after_any_write_of_start_converges() {
             "POST",
             "/persistentvolumeclaims",
         ),
+        point(
+            "start: after creating the NetworkPolicy",
+            Operation::Start,
+            "POST",
+            "/networkpolicies",
+        ),
         point("start: after creating the Pod", Operation::Start, "POST", "/pods"),
         point(
             "start: after creating the Service",
@@ -223,6 +242,12 @@ fn a_crash_after_any_write_of_stop_converges() {
             Operation::Stop,
             "DELETE",
             "/persistentvolumeclaims/",
+        ),
+        point(
+            "stop: after deleting the NetworkPolicy",
+            Operation::Stop,
+            "DELETE",
+            "/networkpolicies/",
         ),
         point(
             "stop: after deleting the Service",
