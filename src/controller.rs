@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::kube_rest::{Client, KubeError, PropagationPolicy, Resource, WatchEvent};
 use crate::manifests::{self, MANAGED_SELECTOR, RUNTIME_ID_LABEL, object_name};
-use crate::pod_status::{PodObservation, PodRecord, PodStatus};
+use crate::pod_status::{PodRecord, PodStatus};
 use crate::runtime::{DesiredState, Runtime, RuntimeView, StartRequest, Status, random_hex, rfc3339};
 use crate::store::{PodEvent, SessionGuard, Store};
 
@@ -273,7 +273,11 @@ impl Controller {
     fn create_pod(&self, runtime: &Runtime) -> Result<(), Error> {
         let pod = manifests::pod(&self.config, &runtime.id, &runtime.request, &runtime.anchor_uid);
         match self.kube.create(Resource::Pods, &pod) {
-            Ok(pod) => self.store.set_pod(&runtime.id, PodRecord::of(&pod)),
+            Ok(pod) => {
+                if let Some(record) = PodRecord::of(&pod) {
+                    self.store.pod_created(&runtime.id, record);
+                }
+            }
             Err(KubeError::AlreadyExists(_)) => {
                 log::info!("runtime {}: waiting for its previous pod to go", runtime.id)
             }
@@ -285,15 +289,7 @@ impl Controller {
     fn delete_pod(&self, runtime_id: &str) -> Result<(), Error> {
         self.kube
             .delete(Resource::Pods, &object_name(runtime_id), PropagationPolicy::Background)?;
-        // Until the watch reports it gone, the pod is terminating and its name still taken.
-        let terminating = self.store.find(runtime_id, |_, pod| {
-            pod.map(|pod| PodRecord {
-                terminating: true,
-                observation: PodObservation::new(PodStatus::NotFound),
-                ..pod.clone()
-            })
-        });
-        self.store.set_pod(runtime_id, terminating.flatten());
+        self.store.pod_deleted(runtime_id);
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use crate::pod_status::PodRecord;
+use crate::pod_status::{PodObservation, PodRecord, PodStatus};
 use crate::runtime::{DesiredState, Runtime};
 
 #[derive(Default)]
@@ -204,19 +204,28 @@ impl Store {
             .collect()
     }
 
-    /// Records the service's own change to a runtime's pod (`None`: there is none).
-    pub fn set_pod(&self, runtime_id: &str, record: Option<PodRecord>) {
+    /// Records a pod the service has just created, unless the watch already reported it (its
+    /// report is as new or newer than the create's answer).
+    pub fn pod_created(&self, runtime_id: &str, record: PodRecord) {
         let mut inner = self.lock();
-        match record {
-            Some(record) => {
-                let record = PodRecord {
-                    changed_at: Some(Instant::now()),
-                    ..record
-                };
-                inner.pods.insert(runtime_id.to_string(), record)
-            }
-            None => inner.pods.remove(runtime_id),
+        if inner.pods.get(runtime_id).is_some_and(|known| known.uid == record.uid) {
+            return;
+        }
+        let record = PodRecord {
+            changed_at: Some(Instant::now()),
+            ..record
         };
+        inner.pods.insert(runtime_id.to_string(), record);
+    }
+
+    /// Records that the service has just deleted the runtime's pod: until the watch reports it
+    /// gone, it terminates and its name is taken. A pod already reported gone stays gone.
+    pub fn pod_deleted(&self, runtime_id: &str) {
+        if let Some(record) = self.lock().pods.get_mut(runtime_id) {
+            record.terminating = true;
+            record.observation = PodObservation::new(PodStatus::NotFound);
+            record.changed_at = Some(Instant::now());
+        }
     }
 
     /// Applies a pod watch event. Events of an older pod of the runtime (the one a resume or a

@@ -184,9 +184,12 @@ fn pause_and_resume_keep_the_original_spec_and_key() {
     assert_eq!((again.code, again.body["status"].as_str()), (200, Some("paused")));
     assert_eq!(service.get("/sessions/keep").body["status"], "paused");
 
+    // The new pod cannot get ready before the answer, however slow the machine.
+    fake.freeze_kubelet(true);
     let resumed = service.post("/resume", &json!({"runtime_id": started["runtime_id"]}));
     assert_eq!(resumed.code, 200);
     assert_eq!(resumed.body["status"], "starting");
+    fake.freeze_kubelet(false);
     assert_eq!(
         resumed.body["session_api_key"], started["session_api_key"],
         "clients keep the key they have"
@@ -211,7 +214,9 @@ fn pause_and_resume_keep_the_original_spec_and_key() {
     // The SDK and the older runtime call /start again: a paused runtime is resumed by it.
     service.post("/pause", &json!({"runtime_id": started["runtime_id"]}));
     assert!(fake.wait_for(WAIT, |c| c.object("pods", &name).is_none()));
+    fake.freeze_kubelet(true);
     let restarted = service.post("/start", &body);
+    fake.freeze_kubelet(false);
     assert_eq!(restarted.code, 200);
     assert_eq!(
         (restarted.body["runtime_id"].clone(), restarted.body["status"].as_str()),
@@ -263,7 +268,9 @@ fn a_runtime_in_error_gets_a_new_pod_when_a_client_asks() {
     assert_eq!(fake.count("POST", "/pods"), 1);
 
     fake.clear_kubelet_rules();
+    fake.freeze_kubelet(true);
     let again = service.post("/start", &json!({"session_id": "retry", "image": "flaky:1"}));
+    fake.freeze_kubelet(false);
     assert_eq!(again.code, 200);
     assert_eq!(again.body["runtime_id"], started["runtime_id"]);
     assert_eq!(again.body["status"], "starting");
@@ -291,8 +298,15 @@ fn a_runtime_in_error_gets_a_new_pod_when_a_client_asks() {
     );
     service.wait_for_status("retry", "error");
     fake.clear_kubelet_rules();
+    fake.freeze_kubelet(true);
     let resumed = service.post("/resume", &json!({"runtime_id": started["runtime_id"]}));
-    assert_eq!((resumed.code, resumed.body["status"].as_str()), (200, Some("starting")));
+    fake.freeze_kubelet(false);
+    assert_eq!(
+        (resumed.code, resumed.body["status"].as_str()),
+        (200, Some("starting")),
+        "{:#}",
+        resumed.body
+    );
     service.wait_for_status("retry", "running");
     assert_ne!(fake.object("pods", &name).unwrap()["metadata"]["uid"], uid);
 }

@@ -301,6 +301,8 @@ pub struct Cluster {
     pub termination_ticks: u32,
     /// Keeps terminating pods until released, to observe the window.
     pub hold_terminating: bool,
+    /// Pods stay as they are (terminating ones still go), to observe an answer's moment.
+    pub kubelet_frozen: bool,
     /// Recent changes, for watches; older ones answer 410 Expired.
     events: VecDeque<Event>,
     /// Events up to this resourceVersion are no longer kept.
@@ -352,6 +354,7 @@ impl Cluster {
             rules: Vec::new(),
             termination_ticks: 2,
             hold_terminating: false,
+            kubelet_frozen: false,
             violations: Vec::new(),
             validate_own_objects: true,
         }
@@ -921,7 +924,7 @@ impl Cluster {
                 }
                 continue;
             }
-            if kubelet::advance(&mut pod, progress, now) {
+            if !self.kubelet_frozen && kubelet::advance(&mut pod, progress, now) {
                 let rt = &RESOURCES[0];
                 self.check_own(rt, &pod);
                 self.put(key, pod);
