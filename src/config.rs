@@ -36,6 +36,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The key deploy.yaml ships with, which must never guard a real service.
+const PLACEHOLDER_API_KEY: &str = "REPLACE-ME";
+
 /// Environment variables the service sets in every sandbox and never lets a request override.
 pub const RESERVED_ENV: [&str; 3] = ["OH_SESSION_API_KEYS_0", "SESSION_API_KEY", "OH_RUNTIME_ID"];
 
@@ -119,6 +122,12 @@ impl Config {
         };
         if api_key.is_empty() {
             return Err(ConfigError::new("API_KEY", "must not be empty"));
+        }
+        if api_key == PLACEHOLDER_API_KEY {
+            return Err(ConfigError::new(
+                "API_KEY",
+                "is still the placeholder of deploy.yaml: generate one, e.g. with openssl rand -hex 32",
+            ));
         }
 
         let ports = Ports {
@@ -531,6 +540,7 @@ mod tests {
             ("WORKSPACE_MOUNT_PATH", "workspace"),
         ]);
         assert_eq!(relative.unwrap_err().variable, "WORKSPACE_MOUNT_PATH");
+        assert_eq!(config(&[("API_KEY", "REPLACE-ME")]).unwrap_err().variable, "API_KEY");
         let same_ports = config(&[("VSCODE_PORT", "60000")]).unwrap_err();
         assert_eq!(same_ports.variable, "AGENT_SERVER_PORT");
     }

@@ -168,6 +168,7 @@ impl Builder {
                 break_watches_mid_line: false,
                 hung_release: 0,
                 watches_held: false,
+                check_role: false,
                 stopping: false,
             }),
             changed: Condvar::new(),
@@ -224,6 +225,7 @@ struct State {
     hung_release: u64,
     /// While set, watch requests wait before they start.
     watches_held: bool,
+    check_role: bool,
     stopping: bool,
 }
 
@@ -376,6 +378,12 @@ impl FakeKube {
         done
     }
 
+    /// Stops pods from moving along their lives until called again with `false` (terminating
+    /// pods still go).
+    pub fn freeze_kubelet(&self, frozen: bool) {
+        self.shared.lock().cluster.kubelet_frozen = frozen;
+    }
+
     /// Holds terminating pods in `Terminating` until called again with `false`.
     pub fn hold_terminating(&self, hold: bool) {
         self.shared.lock().cluster.hold_terminating = hold;
@@ -464,6 +472,12 @@ impl FakeKube {
         self.shared.lock().cluster.compact();
     }
 
+    /// On drop, every request must be one the Role of deploy.yaml permits (set when the real
+    /// service talks to this fake: across the suite, no call it makes may lack a permission).
+    pub fn check_calls_against_role(&self) {
+        self.shared.lock().check_role = true;
+    }
+
     /// Turns off the check of the fake's own objects (costly for benchmarks).
     pub fn skip_self_validation(&self) {
         self.shared.lock().cluster.validate_own_objects = false;
@@ -545,6 +559,20 @@ impl Drop for FakeKube {
             panic!(
                 "objects sent to the fake API server break the Kubernetes schemas:\n{}",
                 violations.join("\n")
+            );
+        }
+        let state = self.shared.lock();
+        if state.check_role && !thread::panicking() {
+            let granted = super::deploy::role_permissions();
+            let missing: std::collections::BTreeSet<_> = state
+                .requests
+                .iter()
+                .filter_map(super::deploy::permission_of)
+                .filter(|permission| !granted.contains(permission))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "the Role in deploy.yaml does not grant calls the service made: {missing:?}"
             );
         }
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
+pub mod deploy;
 pub mod fake_kube;
 pub mod kubelet;
 pub mod names;

@@ -93,6 +93,7 @@ impl Service {
 
     /// Starts the service without waiting until it is ready.
     pub fn start_unready(fake: &FakeKube, extra: &[(&str, &str)]) -> Service {
+        fake.check_calls_against_role();
         let dir = super::temp_dir("service");
         let port = free_port();
         let mut env = base_env(fake, &dir);
