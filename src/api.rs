@@ -211,9 +211,7 @@ fn answer(controller: &Controller, request: &mut Request, path: &str, query: &st
         Endpoint::ImageExists => {
             let image = query_values(query, "image").into_iter().find(|i| !i.is_empty());
             let image = image.ok_or_else(|| Error::invalid("image", "is required"))?;
-            Err(Error::Internal(format!(
-                "cannot check {image}: registry lookups are not implemented yet"
-            )))
+            Reply::ok(json!({"exists": controller.image_exists(&image)?}))
         }
         Endpoint::Health | Endpoint::Liveness => Reply::ok(json!({"status": "ok"})),
         Endpoint::Readiness if store.is_ready() => Reply::ok(json!({"status": "ok"})),

@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::kube_rest;
+use crate::registry::RegistryConfig;
 
 /// A configuration value that cannot be used, named by its environment variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub struct Config {
     pub registry_prefix: String,
     pub default_image: String,
     pub image_pull_secrets: Vec<String>,
+    /// How registries are reached when `/image_exists` asks them.
+    pub registries: RegistryConfig,
     pub ports: Ports,
     pub app_server_url: Option<String>,
     pub app_server_public_url: Option<String>,
@@ -167,23 +171,10 @@ impl Config {
         }
         let ingress_tls_secret = resource_name(&var, "INGRESS_TLS_SECRET")?;
 
-        let image_pull_secrets = match var("IMAGE_PULL_SECRETS") {
-            None => Vec::new(),
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|name| !name.is_empty())
-                .map(|name| {
-                    if is_dns_subdomain(name) {
-                        Ok(name.to_string())
-                    } else {
-                        Err(ConfigError::new(
-                            "IMAGE_PULL_SECRETS",
-                            format!("{name:?} is not a valid secret name"),
-                        ))
-                    }
-                })
-                .collect::<Result<_, _>>()?,
+        let image_pull_secrets = list(&var, "IMAGE_PULL_SECRETS", is_dns_subdomain, "a secret name")?;
+        let registries = RegistryConfig {
+            insecure: list(&var, "INSECURE_REGISTRIES", is_registry_host, "a registry host[:port]")?,
+            ca_file: var("REGISTRY_CA_FILE").map(PathBuf::from),
         };
 
         let sandbox_env = string_map(&var, "SANDBOX_ENV")?;
@@ -274,24 +265,7 @@ impl Config {
             None | Some("true") => Some(NetworkPolicy {
                 ingress_namespace: namespace_name(&var, "INGRESS_CONTROLLER_NAMESPACE")?
                     .unwrap_or_else(|| "ingress-nginx".to_string()),
-                egress_namespaces: match var("SANDBOX_EGRESS_NAMESPACES") {
-                    None => Vec::new(),
-                    Some(list) => list
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|n| !n.is_empty())
-                        .map(|n| {
-                            if is_dns_label(n) {
-                                Ok(n.to_string())
-                            } else {
-                                Err(ConfigError::new(
-                                    "SANDBOX_EGRESS_NAMESPACES",
-                                    format!("{n:?} is not a namespace name"),
-                                ))
-                            }
-                        })
-                        .collect::<Result<_, _>>()?,
-                },
+                egress_namespaces: list(&var, "SANDBOX_EGRESS_NAMESPACES", is_dns_label, "a namespace name")?,
             }),
             Some("false") => None,
             Some(other) => {
@@ -315,6 +289,7 @@ impl Config {
             registry_prefix: text("REGISTRY_PREFIX", "ghcr.io/openhands"),
             default_image: text("DEFAULT_IMAGE", "ghcr.io/openhands/agent-server:latest-python"),
             image_pull_secrets,
+            registries,
             ports,
             app_server_url: url(&var, "APP_SERVER_URL")?,
             app_server_public_url: url(&var, "APP_SERVER_PUBLIC_URL")?,
@@ -373,6 +348,33 @@ fn url(var: &Lookup, name: &'static str) -> Result<Option<String>, ConfigError> 
             format!("{value:?} must start with http:// or https://"),
         )),
     }
+}
+
+/// A comma-separated list, each item checked by `valid` (`what` names an item in the error).
+fn list(var: &Lookup, name: &'static str, valid: fn(&str) -> bool, what: &str) -> Result<Vec<String>, ConfigError> {
+    let Some(text) = var(name) else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            if valid(item) {
+                Ok(item.to_string())
+            } else {
+                Err(ConfigError::new(name, format!("{item:?} is not {what}")))
+            }
+        })
+        .collect()
+}
+
+/// `registry.internal`, `10.0.0.5:5000`, `localhost:5000`: as an image reference names it.
+fn is_registry_host(text: &str) -> bool {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    is_dns_subdomain(host) && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// A JSON object of strings, e.g. `{"a.b/c": "x, y"}`.
@@ -531,6 +533,8 @@ mod tests {
             ("SANDBOX_NETWORK_POLICY", "yes"),
             ("INGRESS_CONTROLLER_NAMESPACE", "Ingress_Nginx"),
             ("SANDBOX_EGRESS_NAMESPACES", "openhands,Bad_One"),
+            ("INSECURE_REGISTRIES", "http://registry.local:5000"),
+            ("INSECURE_REGISTRIES", "registry.local:99999"),
         ] {
             let error = config(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{value}: {error}");
@@ -563,5 +567,20 @@ mod tests {
         assert_eq!(c.runtime_class_map["sysbox-runc"], None);
         assert_eq!(c.runtime_class_map["kata"].as_deref(), Some("kata-qemu"));
         assert_eq!(c.image_pull_grace, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn registries_are_named_as_images_name_them() {
+        let c = config(&[
+            ("INSECURE_REGISTRIES", "registry.local:5000, 10.0.0.5:5000,localhost"),
+            ("REGISTRY_CA_FILE", "/etc/registry/ca.crt"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.registries.insecure,
+            ["registry.local:5000", "10.0.0.5:5000", "localhost"]
+        );
+        assert_eq!(c.registries.ca_file, Some(PathBuf::from("/etc/registry/ca.crt")));
+        assert_eq!(config(&[]).unwrap().registries, RegistryConfig::default());
     }
 }

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::kube_rest::{Client, KubeError, PropagationPolicy, Resource, WatchEvent};
 use crate::manifests::{self, MANAGED_SELECTOR, RUNTIME_ID_LABEL, object_name};
 use crate::pod_status::{PodRecord, PodStatus};
+use crate::registry::{Credentials, ImageReference, Registries, RegistryUnavailable};
 use crate::runtime::{DesiredState, Runtime, RuntimeView, StartRequest, Status, random_hex, rfc3339};
 use crate::store::{PodEvent, SessionGuard, Store};
 
@@ -30,6 +31,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub struct Controller {
     config: Config,
     kube: Client,
+    registries: Registries,
     store: Store,
 }
 
@@ -54,10 +56,11 @@ fn is_being_deleted(object: &Value) -> bool {
 }
 
 impl Controller {
-    pub fn new(config: Config, kube: Client) -> Controller {
+    pub fn new(config: Config, kube: Client, registries: Registries) -> Controller {
         Controller {
             config,
             kube,
+            registries,
             store: Store::new(),
         }
     }
@@ -315,6 +318,35 @@ impl Controller {
     }
 
     // ---- keeping the store true to the cluster ----
+
+    /// Whether `image` can be pulled, asked of its registry with the credentials the sandbox pods
+    /// would pull it with (the `IMAGE_PULL_SECRETS`).
+    pub fn image_exists(&self, image: &str) -> Result<bool, Error> {
+        let image = ImageReference::parse(image).map_err(|message| Error::invalid("image", message))?;
+        let credentials = self.pull_credentials(&image.registry)?;
+        self.registries
+            .image_exists(&image, credentials.as_ref())
+            .map_err(|RegistryUnavailable(message)| Error::Registry(message))
+    }
+
+    /// The first pull secret with credentials for `registry`. A missing secret is skipped, as
+    /// the kubelet skips it.
+    fn pull_credentials(&self, registry: &str) -> Result<Option<Credentials>, Error> {
+        for name in &self.config.image_pull_secrets {
+            let secret = match self.kube.get(Resource::Secrets, name) {
+                Ok(secret) => secret,
+                Err(KubeError::NotFound(_)) => {
+                    log::warn!("image pull secret {name} does not exist");
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if let Some(credentials) = Credentials::from_pull_secret(&secret, registry) {
+                return Ok(Some(credentials));
+            }
+        }
+        Ok(None)
+    }
 
     /// Rebuilds the store from the cluster (SPEC §7): every runtime, running or paused, from
     /// its anchor; its pod; the objects a crash left missing are created and those whose

@@ -33,8 +33,8 @@ pub enum Error {
     },
     /// The store has not been rebuilt from the cluster yet.
     NotReady,
-    /// An endpoint this version does not serve yet.
-    NotImplemented(&'static str),
+    /// An image's registry could not be asked.
+    Registry(String),
     /// The API server refused or failed the call.
     Kubernetes(KubeError),
     Internal(String),
@@ -57,7 +57,7 @@ impl Error {
             Error::SessionConflict { .. } => 409,
             Error::PayloadTooLarge { .. } => 413,
             Error::NotReady => 503,
-            Error::NotImplemented(_) => 501,
+            Error::Registry(_) => 502,
             Error::Kubernetes(error) if is_unavailable(error) => 503,
             // The API server judged an object built from the request invalid.
             Error::Kubernetes(KubeError::Invalid(_)) => 400,
@@ -77,7 +77,7 @@ impl Error {
             Error::SessionConflict { .. } => "conflict",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::NotReady => "not_ready",
-            Error::NotImplemented(_) => "not_implemented",
+            Error::Registry(_) => "registry_unavailable",
             Error::Kubernetes(error) if is_unavailable(error) => "kubernetes_unavailable",
             Error::Kubernetes(KubeError::Invalid(_)) => "invalid_request",
             Error::Kubernetes(_) => "kubernetes_error",
@@ -117,7 +117,7 @@ impl fmt::Display for Error {
             ),
             Error::PayloadTooLarge { limit } => write!(f, "the request body is larger than {limit} bytes"),
             Error::NotReady => write!(f, "the service is still loading its runtimes from the cluster"),
-            Error::NotImplemented(what) => write!(f, "{what} is not implemented yet"),
+            Error::Registry(message) => write!(f, "cannot check the image: {message}"),
             Error::Kubernetes(error) => write!(f, "{error}"),
             Error::Internal(message) => write!(f, "{message}"),
         }

@@ -8,16 +8,19 @@
 //! - `runtime`: a runtime, its start request and the object clients see (SPEC §3)
 //! - `pod_status`: what a pod's status means for clients (SPEC §4)
 //! - `manifests`: the Kubernetes objects of a runtime (SPEC §5)
+//! - `registry`: whether an image exists, asked of its registry (SPEC §9)
 //! - `store`: the runtimes, indexed by runtime id and session id
 //! - `controller`: start, stop, pause, resume and convergence (SPEC §6)
 //! - `api`: the HTTP endpoints, and `error`: every failure mapped to one HTTP answer
 
 pub mod api;
+pub mod base64;
 pub mod config;
 pub mod controller;
 pub mod error;
 pub mod kube_rest;
 pub mod manifests;
 pub mod pod_status;
+pub mod registry;
 pub mod runtime;
 pub mod store;

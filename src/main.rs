@@ -7,6 +7,7 @@ use openhands_k8s_runtime::api;
 use openhands_k8s_runtime::config::Config;
 use openhands_k8s_runtime::controller::Controller;
 use openhands_k8s_runtime::kube_rest;
+use openhands_k8s_runtime::registry::Registries;
 
 /// How often each runtime's pod is compared with its desired state.
 const CONVERGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -27,6 +28,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let registries = match Registries::new(&config.registries) {
+        Ok(registries) => registries,
+        Err(error) => {
+            log::error!("invalid configuration: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let address = format!("0.0.0.0:{}", config.server_port);
     let server = match tiny_http::Server::http(&address) {
         Ok(server) => Arc::new(server),
@@ -42,7 +50,7 @@ fn main() -> ExitCode {
         config.kube.namespace
     );
     let workers = config.worker_threads;
-    let controller = Arc::new(Controller::new(config, kube));
+    let controller = Arc::new(Controller::new(config, kube, registries));
 
     {
         let controller = controller.clone();

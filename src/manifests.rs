@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::base64;
 use crate::config::{Config, RESERVED_ENV};
 use crate::kube_rest::owner_reference;
 use crate::runtime::{Command, DesiredState, PullPolicy, Runtime, StartRequest, parse_rfc3339};
@@ -105,7 +106,7 @@ pub fn runtime_from_anchor(anchor: &Value) -> Result<Runtime, String> {
         let encoded = anchor["data"][key]
             .as_str()
             .ok_or_else(|| format!("no {key} in its data"))?;
-        let bytes = base64_decode(encoded).ok_or_else(|| format!("{key} is not base64"))?;
+        let bytes = base64::decode(encoded).ok_or_else(|| format!("{key} is not base64"))?;
         String::from_utf8(bytes).map_err(|_| format!("{key} is not UTF-8"))
     };
     let request: StartRequest =
@@ -135,33 +136,6 @@ pub fn desired_state_of(anchor: &Value) -> Option<DesiredState> {
         "paused" => Some(DesiredState::Paused),
         _ => None,
     }
-}
-
-/// Standard base64 (RFC 4648, with padding), as Secret data is encoded.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let bytes = text.trim_end_matches('=').as_bytes();
-    if text.len() % 4 != 0 || bytes.len() % 4 == 1 {
-        return None;
-    }
-    let mut decoded = Vec::with_capacity(bytes.len() * 3 / 4);
-    for group in bytes.chunks(4) {
-        let mut bits = 0u32;
-        for (i, c) in group.iter().enumerate() {
-            bits |= value(*c)? << (18 - 6 * i);
-        }
-        decoded.extend_from_slice(&bits.to_be_bytes()[1..group.len()]);
-    }
-    Some(decoded)
 }
 
 /// The merge patch that records a new desired state on the anchor.
@@ -510,16 +484,6 @@ mod tests {
         assert_eq!(default_pull_policy("registry:5000/agent"), PullPolicy::Always);
         assert_eq!(default_pull_policy("registry:5000/agent:1.2"), PullPolicy::IfNotPresent);
         assert_eq!(default_pull_policy("agent@sha256:abc"), PullPolicy::IfNotPresent);
-    }
-
-    #[test]
-    fn base64_decodes_what_the_api_server_encodes() {
-        assert_eq!(base64_decode("aw==").as_deref(), Some(&b"k"[..]));
-        assert_eq!(base64_decode("c2stMTIz").as_deref(), Some(&b"sk-123"[..]));
-        assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
-        assert_eq!(base64_decode("eyJhIjoxfQ==").as_deref(), Some(&br#"{"a":1}"#[..]));
-        assert_eq!(base64_decode("not base64!"), None);
-        assert_eq!(base64_decode("abc"), None);
     }
 
     #[test]

@@ -344,6 +344,11 @@ fn bad_configuration_stops_startup_naming_the_variable() {
         ("SANDBOX_ENV", "not json", "SANDBOX_ENV"),
         ("IMAGE_PULL_GRACE", "soon", "IMAGE_PULL_GRACE"),
         ("KUBE_API_URL", "localhost:6443", "KUBE_API_URL"),
+        (
+            "REGISTRY_CA_FILE",
+            "/no/such/ca.crt",
+            "REGISTRY_CA_FILE: /no/such/ca.crt: cannot be read",
+        ),
     ] {
         let mut env = base_env(&fake, &dir);
         env.retain(|(k, _)| k != variable);

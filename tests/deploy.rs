@@ -118,13 +118,18 @@ fn the_deployment_is_one_hardened_replica() {
 
 /// Runs every kind of call the service makes: start (with a workspace volume and a network
 /// policy), a create whose answer is lost for each kind (read back), pause, resume, stop,
-/// a restart (recovery), watches, the orphan sweep.
+/// a restart (recovery), watches, the orphan sweep, and `/image_exists` (pull secrets).
 #[test]
 fn the_role_grants_exactly_what_the_service_calls() {
     let fake = FakeKube::start();
     let service = Service::start(
         &fake,
-        &[("WORKSPACE_STORAGE_SIZE", "1Gi"), ("ORPHAN_SWEEP_INTERVAL", "1s")],
+        &[
+            ("WORKSPACE_STORAGE_SIZE", "1Gi"),
+            ("ORPHAN_SWEEP_INTERVAL", "1s"),
+            ("IMAGE_PULL_SECRETS", "regcred"),
+            ("INSECURE_REGISTRIES", "127.0.0.1:9"),
+        ],
     );
     for kind in [
         "/secrets",
@@ -153,6 +158,8 @@ fn the_role_grants_exactly_what_the_service_calls() {
         std::thread::sleep(Duration::from_millis(25));
     }
     service.post("/stop", &json!({"runtime_id": runtime["runtime_id"]}));
+    // Reads the pull secret; the registry itself is not there.
+    assert_eq!(service.get("/image_exists?image=127.0.0.1:9/team/agent:1").code, 502);
 
     let called: BTreeSet<_> = fake.requests().iter().filter_map(permission_of).collect();
     let granted = role_permissions();

@@ -922,7 +922,8 @@ fn method_not_allowed(method: &str, rt: &ResourceType) -> Reply {
     Reply::error(StatusError::new(405, "MethodNotAllowed", &message, None))
 }
 
-fn query_params(query: &str) -> HashMap<String, String> {
+/// The decoded parameters of a query string.
+pub fn query_params(query: &str) -> HashMap<String, String> {
     query
         .split('&')
         .filter(|p| !p.is_empty())

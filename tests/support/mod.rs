@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod fake_kube;
 pub mod kubelet;
 pub mod names;
+pub mod registry;
 pub mod schema;
 pub mod selector;
 // Only integration tests have the service binary to run (examples share the rest).
