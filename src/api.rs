@@ -12,11 +12,13 @@ use tiny_http::{Header, Method, Request, Response};
 use crate::controller::{Controller, Started};
 use crate::error::Error;
 use crate::pod_status::PodRecord;
-use crate::runtime::{Runtime, RuntimeView};
+use crate::runtime::Runtime;
 
 /// Bodies above this are refused with 413 (a start request is a few KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const MAX_BATCH_IDS: usize = 1000;
+/// About the size of one runtime object in JSON, to size a `/list` answer up front.
+const ENCODED_RUNTIME_BYTES: usize = 768;
 
 /// The endpoints, by path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,10 +84,11 @@ impl Endpoint {
     }
 }
 
-/// A successful answer: status code and JSON body.
+/// A successful answer: status code and JSON body, encoded once (a `/list` of thousands of
+/// runtimes goes straight from the views to bytes).
 struct Reply {
     code: u16,
-    body: Value,
+    body: Vec<u8>,
 }
 
 impl Reply {
@@ -94,9 +97,51 @@ impl Reply {
     }
 
     fn with_code(code: u16, body: impl Serialize) -> Result<Reply, Error> {
-        let body = serde_json::to_value(body).map_err(|e| Error::Internal(format!("cannot encode the answer: {e}")))?;
+        let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(format!("cannot encode the answer: {e}")))?;
         Ok(Reply { code, body })
     }
+}
+
+/// The API's server on `0.0.0.0:port`.
+pub fn listen(port: u16) -> std::io::Result<tiny_http::Server> {
+    let listener = bind_no_delay(("0.0.0.0", port))?;
+    tiny_http::Server::from_listener(listener, None).map_err(std::io::Error::other)
+}
+
+/// A listening socket with `TCP_NODELAY`, which Linux passes on to every accepted connection.
+/// tiny_http writes an answer's head and body separately, and Nagle's algorithm would hold the
+/// body back until the client's delayed ACK: 40 ms on every answer over about 1 KiB.
+pub fn bind_no_delay(address: impl std::net::ToSocketAddrs) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    set_no_delay(&listener)?;
+    Ok(listener)
+}
+
+#[cfg(unix)]
+fn set_no_delay(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is a TCP socket owned by `listener`, and the value is a c_int
+    // of the length given, as setsockopt(2) asks.
+    let result = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn set_no_delay(_: &std::net::TcpListener) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Serves requests from `server` until it is unblocked; one call per worker thread.
@@ -122,15 +167,16 @@ fn handle(controller: &Controller, mut request: Request) {
             if let Some(seconds) = error.retry_after() {
                 headers.push(("Retry-After", seconds.to_string()));
             }
-            if error.status_code() >= 500 {
+            // Not ready is the expected answer to probes while the store loads.
+            if error.status_code() >= 500 && !matches!(error, Error::NotReady) {
                 log::warn!("{method} {path}: {error}");
             }
             let body = json!({"detail": error.to_string(), "error": error.code()});
-            (error.status_code(), body, headers)
+            (error.status_code(), body.to_string().into_bytes(), headers)
         }
     };
     log::debug!("{method} {path} {code} in {:?}", started.elapsed());
-    let mut response = Response::from_data(body.to_string()).with_status_code(code);
+    let mut response = Response::from_data(body).with_status_code(code);
     let headers = std::iter::once(("Content-Type", "application/json".to_string())).chain(extra_headers);
     for (name, value) in headers {
         if let Some(header) = header(name, &value) {
@@ -178,12 +224,23 @@ fn answer(controller: &Controller, request: &mut Request, path: &str, query: &st
             let include_paused = query_values(query, "include_paused")
                 .iter()
                 .any(|v| v == "true" || v == "1");
-            let runtimes: Vec<RuntimeView> = store
-                .map_all(view)
+            // The views are made under the store's lock; encoding them (most of the work for
+            // thousands of runtimes) happens after, into one buffer of about the right size.
+            let runtimes = store.map_all(view);
+            let mut body = Vec::with_capacity(64 + runtimes.len() * ENCODED_RUNTIME_BYTES);
+            body.extend_from_slice(b"{\"runtimes\":[");
+            for runtime in runtimes
                 .into_iter()
                 .filter(|r| include_paused || r.status != crate::runtime::Status::Paused)
-                .collect();
-            Reply::ok(json!({"runtimes": runtimes}))
+            {
+                if body.last() != Some(&b'[') {
+                    body.push(b',');
+                }
+                serde_json::to_writer(&mut body, &runtime)
+                    .map_err(|e| Error::Internal(format!("cannot encode the answer: {e}")))?;
+            }
+            body.extend_from_slice(b"]}");
+            Ok(Reply { code: 200, body })
         }
         Endpoint::Runtime(id) => Reply::ok(store.find(&id, view).ok_or(Error::RuntimeNotFound(id))?),
         Endpoint::Session(session_id) => {

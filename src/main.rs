@@ -35,16 +35,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let address = format!("0.0.0.0:{}", config.server_port);
-    let server = match tiny_http::Server::http(&address) {
+    let server = match api::listen(config.server_port) {
         Ok(server) => Arc::new(server),
         Err(error) => {
-            log::error!("cannot listen on {address}: {error}");
+            log::error!("cannot listen on port {}: {error}", config.server_port);
             return ExitCode::FAILURE;
         }
     };
     log::info!(
-        "serving on {address} with {} workers; Kubernetes API at {} in namespace {}",
+        "serving on port {} with {} workers; Kubernetes API at {} in namespace {}",
+        config.server_port,
         config.worker_threads,
         config.kube.api_url,
         config.kube.namespace

@@ -5,6 +5,7 @@
 //! Behaviour follows `../shared/k8s-api-semantics.md`; section numbers below refer to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -307,6 +308,8 @@ pub struct Cluster {
     events: VecDeque<Event>,
     /// Events up to this resourceVersion are no longer kept.
     history_starts_after: u64,
+    /// The resourceVersion the garbage collector and volume controllers last acted on.
+    controllers_saw: u64,
     /// Every object received that breaks its strict schema; each one fails the test.
     pub violations: Vec<String>,
     /// Also check what the fake itself emits (off for benchmarks).
@@ -350,6 +353,7 @@ impl Cluster {
             compacted_before: 0,
             events: VecDeque::new(),
             history_starts_after: 0,
+            controllers_saw: 0,
             pods: HashMap::new(),
             rules: Vec::new(),
             termination_ticks: 2,
@@ -384,6 +388,7 @@ impl Cluster {
             Some(progress) => {
                 progress.fate = fate;
                 progress.step = 1;
+                progress.settled = false;
                 true
             }
             None => false,
@@ -562,16 +567,17 @@ impl Cluster {
             None => None,
             Some(token) => Some(self.decode_continue(token)?),
         };
+        // Keys sort by kind, namespace, name: a page starts where the last one ended.
+        let from = match &start_after {
+            Some((after_namespace, after_name)) => Bound::Excluded(Key::new(rt.plural, after_namespace, after_name)),
+            None => Bound::Included(Key::new(rt.plural, namespace.unwrap_or(""), "")),
+        };
         let matching: Vec<(&Key, &Value)> = self
             .objects
-            .iter()
+            .range((from, Bound::Unbounded))
+            .take_while(|(k, _)| k.plural == rt.plural)
             .filter(|(k, v)| {
-                k.plural == rt.plural
-                    && namespace.is_none_or(|ns| k.namespace == ns)
-                    && start_after
-                        .as_ref()
-                        .is_none_or(|after| (&k.namespace, &k.name) > (&after.0, &after.1))
-                    && selector.matches(v["metadata"]["labels"].as_object())
+                namespace.is_none_or(|ns| k.namespace == ns) && selector.matches(v["metadata"]["labels"].as_object())
             })
             .collect();
         // `limit=0` means no limit, as on the real server.
@@ -899,35 +905,54 @@ impl Cluster {
         let before = self.resource_version;
         let now = timestamp(SystemTime::now());
         self.run_kubelet(&now);
-        self.collect_garbage();
-        self.run_volume_controllers();
+        // Like the real controllers, these act on changes; in a still cluster there is nothing
+        // for them to do (and looking at every object each tick is what a benchmark would see).
+        if self.resource_version != self.controllers_saw {
+            // What they change themselves is looked at on the next tick.
+            self.controllers_saw = self.resource_version;
+            self.collect_garbage();
+            self.run_volume_controllers();
+        }
         self.resource_version != before
     }
 
     fn run_kubelet(&mut self, now: &str) {
         let pod_keys: Vec<Key> = self.pods.keys().cloned().collect();
         for key in pod_keys {
-            let Some(mut pod) = self.objects.get(&key).cloned() else {
+            let Some(terminating) = self
+                .objects
+                .get(&key)
+                .map(|pod| !pod["metadata"]["deletionTimestamp"].is_null())
+            else {
                 self.pods.remove(&key);
                 continue;
             };
             let Some(progress) = self.pods.get_mut(&key) else {
                 continue;
             };
-            if !pod["metadata"]["deletionTimestamp"].is_null() {
+            if terminating {
                 progress.terminating_for += 1;
                 if progress.terminating_for >= self.termination_ticks && !self.hold_terminating {
-                    let finalizers = pod["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+                    let finalizers = self.objects[&key]["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty());
                     if !finalizers {
                         self.remove(&key);
                     }
                 }
                 continue;
             }
-            if !self.kubelet_frozen && kubelet::advance(&mut pod, progress, now) {
+            if self.kubelet_frozen || progress.settled {
+                continue;
+            }
+            let mut pod = self.objects[&key].clone();
+            if kubelet::advance(&mut pod, progress, now) {
                 let rt = &RESOURCES[0];
                 self.check_own(rt, &pod);
                 self.put(key, pod);
+            } else {
+                // Crash loops and image pulls go round forever; the other fates end.
+                progress.settled = !matches!(progress.fate, PodFate::CrashLoop { .. } | PodFate::ImagePullBackOff);
             }
         }
     }

@@ -137,6 +137,9 @@ impl Builder {
 
     pub fn start(self) -> FakeKube {
         let address = format!("127.0.0.1:{}", self.port);
+        // TCP_NODELAY as the Go API server has: without it each answer over ~1 KiB waits for
+        // the client's delayed ACK.
+        let listener = openhands_k8s_runtime::api::bind_no_delay(&address).expect("bind the fake API server");
         let (server, ca_pem) = if self.tls {
             let pki = TestPki::generate("fake-kube-ca");
             let config = tiny_http::SslConfig {
@@ -144,12 +147,12 @@ impl Builder {
                 private_key: pki.server_key_pem.into_bytes(),
             };
             (
-                tiny_http::Server::https(&address, config).expect("start the fake API server"),
+                tiny_http::Server::from_listener(listener, Some(config)).expect("start the fake API server"),
                 Some(pki.ca_pem),
             )
         } else {
             (
-                tiny_http::Server::http(&address).expect("start the fake API server"),
+                tiny_http::Server::from_listener(listener, None).expect("start the fake API server"),
                 None,
             )
         };

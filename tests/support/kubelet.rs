@@ -49,6 +49,9 @@ pub struct PodProgress {
     pub restarts: i64,
     /// Ticks spent terminating, once a deletion timestamp is set.
     pub terminating_for: u32,
+    /// The pod has reached the end of its fate (Ready, Failed, Unschedulable): the kubelet
+    /// leaves it alone until its fate is changed.
+    pub settled: bool,
 }
 
 impl PodProgress {
@@ -58,6 +61,7 @@ impl PodProgress {
             step: 0,
             restarts: 0,
             terminating_for: 0,
+            settled: false,
         }
     }
 }

@@ -1,0 +1,683 @@
+//! The benchmark: the release binary of the service against the fake API server, at 100, 1,000
+//! and 5,000 runtimes. Prints one Markdown table of figures and PASS/FAIL per target.
+//!
+//! ```sh
+//! cargo run --release --example bench                      # the full run (a few minutes)
+//! cargo run --release --example bench -- --runtimes 1000   # levels up to 1,000
+//! cargo run --release --example bench -- --quick           # CI: tiny, checks nothing rots
+//! ```
+//!
+//! Everything runs on this machine: the fake API server and the clients share its cores with
+//! the service, as they would share a small node.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{FakeKube, NAMESPACE, TOKEN};
+
+const API_KEY: &str = "bench-key";
+const BINARY: &str = "openhands-k8s-runtime";
+const CONCURRENCY: [usize; 3] = [1, 8, 32];
+const MIB: f64 = 1024.0 * 1024.0;
+
+struct Options {
+    levels: Vec<usize>,
+    quick: bool,
+}
+
+impl Options {
+    fn parse() -> Options {
+        let mut options = Options {
+            levels: vec![100, 1_000, 5_000],
+            quick: false,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match (arg.as_str(), args.next().as_deref().map(str::parse::<usize>)) {
+                ("--quick", None) => {
+                    options.quick = true;
+                    options.levels = vec![10, 20];
+                }
+                ("--runtimes", Some(Ok(n))) if n > 0 => {
+                    options.levels.retain(|level| *level < n);
+                    options.levels.push(n);
+                }
+                _ => {
+                    eprintln!("usage: bench [--runtimes N] [--quick]");
+                    std::process::exit(2);
+                }
+            }
+        }
+        options
+    }
+
+    /// Requests per latency cell: enough for a p99, bounded for the costly endpoints.
+    fn requests(&self, endpoint: Endpoint, clients: usize) -> usize {
+        let total = match (self.quick, endpoint) {
+            (true, Endpoint::Start) => clients,
+            (true, _) => 4 * clients,
+            (false, Endpoint::Session | Endpoint::Batch) => 2_000,
+            (false, Endpoint::List) => 300,
+            (false, Endpoint::Start) => 192,
+        };
+        total.div_ceil(clients).max(1)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Session,
+    Batch,
+    List,
+    Start,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Session => "GET /sessions/{id}",
+            Endpoint::Batch => "GET /sessions/batch (100 ids)",
+            Endpoint::List => "GET /list",
+            Endpoint::Start => "POST /start",
+        }
+    }
+}
+
+/// The service process, its port and its HTTP clients.
+struct Service {
+    child: Child,
+    env: Vec<(String, String)>,
+    url: String,
+}
+
+impl Service {
+    fn start(binary: &Path, fake: &FakeKube, dir: &Path) -> Service {
+        std::fs::write(dir.join("token"), TOKEN).expect("write the token");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let env: Vec<(String, String)> = [
+            ("API_KEY", API_KEY.to_string()),
+            ("KUBE_API_URL", fake.url().to_string()),
+            ("KUBE_TOKEN_FILE", dir.join("token").display().to_string()),
+            ("NAMESPACE", NAMESPACE.to_string()),
+            ("BASE_DOMAIN", "sandbox.bench".to_string()),
+            ("SERVER_PORT", port.to_string()),
+            ("RUST_LOG", "info".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let mut service = Service {
+            child: spawn(binary, &env),
+            env,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        service.wait_ready();
+        service
+    }
+
+    /// Kills the process and starts it again; returns the time until `/readiness` said 200.
+    fn restart(&mut self, binary: &Path) -> Duration {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let started = Instant::now();
+        self.child = spawn(binary, &self.env);
+        self.wait_ready();
+        started.elapsed()
+    }
+
+    fn wait_ready(&mut self) {
+        let agent = agent();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the service exited ({status})");
+            }
+            if agent
+                .get(format!("{}/readiness", self.url))
+                .call()
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the service was not ready in 120 s");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(f64::NAN);
+        kib * 1024.0 / MIB
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The service's log (appended to across restarts), where it says how long recovery took.
+fn log_path() -> PathBuf {
+    std::env::temp_dir().join(format!("openhands-bench-{}.log", std::process::id()))
+}
+
+fn log_file() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path())
+        .expect("open the service log")
+}
+
+/// The last "recovered N runtimes ... in X" line of the service's log.
+fn recovery_logged() -> String {
+    std::fs::read_to_string(log_path())
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find_map(|line| line.split_once("recovered ").map(|(_, rest)| rest.to_string()))
+        .unwrap_or_else(|| "not logged".into())
+}
+
+fn spawn(binary: &Path, env: &[(String, String)]) -> Child {
+    Command::new(binary)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file())
+        .spawn()
+        .expect("start the service")
+}
+
+/// A keep-alive HTTP client.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// One request; panics on anything but the expected answer, so that a figure is never of errors.
+fn call(agent: &ureq::Agent, url: &str, body: Option<&Value>) -> Vec<u8> {
+    let response = match body {
+        Some(body) => agent
+            .post(url)
+            .header("X-API-Key", API_KEY)
+            .header("Content-Type", "application/json")
+            .send(body.to_string()),
+        None => agent.get(url).header("X-API-Key", API_KEY).call(),
+    };
+    let mut response = response.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status().as_u16();
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024 * 1024)
+        .read_to_vec()
+        .expect("a body");
+    assert!(
+        (200..300).contains(&status),
+        "{url}: {status} {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    bytes
+}
+
+/// Runs `clients` keep-alive clients, each sending `per_client` requests built by `request`
+/// (client index, request index); returns every latency.
+fn load(
+    clients: usize,
+    per_client: usize,
+    request: impl Fn(usize, usize) -> (String, Option<Value>) + Sync,
+) -> Vec<Duration> {
+    let start = Barrier::new(clients);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|client| {
+                let (start, request) = (&start, &request);
+                scope.spawn(move || {
+                    let agent = agent();
+                    start.wait();
+                    (0..per_client)
+                        .map(|i| {
+                            let (url, body) = request(client, i);
+                            let sent = Instant::now();
+                            call(&agent, &url, body.as_ref());
+                            sent.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a client")).collect()
+    })
+}
+
+/// Requests per second that `clients` clients get for `run` seconds.
+fn throughput(clients: usize, run: Duration, url: &str) -> f64 {
+    let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    let start = Barrier::new(clients + 1);
+    let elapsed = thread::scope(|scope| {
+        for _ in 0..clients {
+            let (stop, done, start) = (&stop, &done, &start);
+            scope.spawn(move || {
+                let agent = agent();
+                start.wait();
+                while !stop.load(Ordering::Relaxed) {
+                    call(&agent, url, None);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        start.wait();
+        let began = Instant::now();
+        thread::sleep(run);
+        stop.store(true, Ordering::Relaxed);
+        began.elapsed()
+    });
+    done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+}
+
+/// A trivial HTTP server answering `body` to everything: the floor our service is compared with.
+fn static_responder(body: Vec<u8>, workers: usize) -> (Arc<tiny_http::Server>, String) {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("a static responder"));
+    let url = format!("http://{}/", server.server_addr().to_ip().expect("an address"));
+    let content_type = tiny_http::Header::from_bytes("Content-Type", "application/json").expect("a header");
+    for _ in 0..workers {
+        let (server, body, content_type) = (server.clone(), body.clone(), content_type.clone());
+        thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let _ = request.respond(tiny_http::Response::from_data(body.clone()).with_header(content_type.clone()));
+            }
+        });
+    }
+    (server, url)
+}
+
+fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
+    latencies.sort_unstable();
+    let rank = ((latencies.len() as f64) * p).ceil() as usize;
+    latencies[rank.clamp(1, latencies.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Builds `bin` with `cargo build --release` (and `extra` arguments/flags); returns its path.
+fn build(target_dir: &Path, static_target: Option<&str>) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--release", "--locked", "--bin", BINARY])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let path = match static_target {
+        Some(target) => {
+            command
+                .args(["--target", target])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static");
+            target_dir.join(target).join("release").join(BINARY)
+        }
+        None => target_dir.join("release").join(BINARY),
+    };
+    let status = command.status().expect("run cargo");
+    assert!(status.success(), "cargo build failed");
+    path
+}
+
+fn host_target() -> String {
+    let output = Command::new("rustc").arg("-vV").output().expect("run rustc");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("a host target")
+        .to_string()
+}
+
+/// Starts sessions `from..to` with `clients` clients, and waits until all of them run.
+fn grow(service: &Service, from: usize, to: usize, clients: usize) {
+    let url = format!("{}/start", service.url);
+    let per_client = (to - from).div_ceil(clients);
+    load(clients, per_client, |client, i| {
+        let n = (from + client * per_client + i).min(to - 1);
+        (url.clone(), Some(json!({"session_id": format!("s{n}")})))
+    });
+    let agent = agent();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let list: Value = serde_json::from_slice(&call(&agent, &format!("{}/list", service.url), None)).expect("JSON");
+        let runtimes = list["runtimes"].as_array().expect("runtimes");
+        let running = runtimes.iter().filter(|r| r["status"] == "running").count();
+        if running >= to {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {running} of {to} runtimes are running");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Target {
+    name: String,
+    figure: String,
+    pass: bool,
+}
+
+fn main() {
+    let options = Options::parse();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let host = host_target();
+    let binary = build(&target_dir, None);
+    let static_binary = build(&target_dir, Some(&host));
+    let size = std::fs::metadata(&binary).expect("the binary").len() as f64 / MIB;
+    let static_size = std::fs::metadata(&static_binary).expect("the static binary").len() as f64 / MIB;
+
+    let fake = FakeKube::start();
+    fake.skip_self_validation();
+    let dir = support::temp_dir("bench");
+    let mut service = Service::start(&binary, &fake, &dir);
+    let reads = agent();
+    // Let the watches and the first convergence settle before the idle figure.
+    thread::sleep(Duration::from_millis(500));
+    let rss_idle = service.rss_mib();
+
+    let mut out = String::new();
+    let mut targets = Vec::new();
+    let mut rss_rows = vec![format!("| idle | {rss_idle:.1} |")];
+    let mut latency_rows = Vec::new();
+    let mut kube_rows = Vec::new();
+    // Sessions s0, s1, ... exist up to `started`.
+    let mut started = 0;
+    let max_level = *options.levels.last().expect("a level");
+    let mut list_p99_at_max = Duration::ZERO;
+    let mut batch_p99_at_max = Duration::ZERO;
+
+    for &level in &options.levels {
+        eprintln!("bench: growing to {level} runtimes");
+        if started < level {
+            grow(&service, started, level, 32);
+            started = level;
+        }
+        let runtimes = started;
+        rss_rows.push(format!("| {runtimes} runtimes | {:.1} |", service.rss_mib()));
+        let sessions: Vec<String> = (0..runtimes).map(|n| format!("s{n}")).collect();
+
+        // Kubernetes calls per 1,000 reads of every kind.
+        let before = fake.requests().len();
+        let per = 1000 / 4;
+        for i in 0..per {
+            let id = &sessions[i * 7919 % sessions.len()];
+            call(&reads, &format!("{}/sessions/{id}", service.url), None);
+            call(&reads, &format!("{}/sessions/batch?ids={id}", service.url), None);
+            call(&reads, &format!("{}/list", service.url), None);
+            let runtime: Value =
+                serde_json::from_slice(&call(&reads, &format!("{}/sessions/{id}", service.url), None)).expect("JSON");
+            call(
+                &reads,
+                &format!(
+                    "{}/runtime/{}",
+                    service.url,
+                    runtime["runtime_id"].as_str().unwrap_or_default()
+                ),
+                None,
+            );
+        }
+        let calls_per_1000_reads = (fake.requests().len() - before) as f64 * 1000.0 / (per * 5) as f64;
+
+        for endpoint in [Endpoint::Session, Endpoint::Batch, Endpoint::List, Endpoint::Start] {
+            eprintln!(
+                "bench: {} at {runtimes} runtimes (RSS {:.1} MiB)",
+                endpoint.name(),
+                service.rss_mib()
+            );
+            let mut row = format!("| {} | {runtimes} |", endpoint.name());
+            for clients in CONCURRENCY {
+                let per_client = options.requests(endpoint, clients);
+                let writes_before = fake.requests().iter().filter(|r| r.method != "GET").count();
+                let first_new = started;
+                let mut latencies = load(clients, per_client, |client, i| {
+                    let pick = |k: usize| &sessions[(client * 7919 + i * 104_729 + k * 31) % sessions.len()];
+                    match endpoint {
+                        Endpoint::Session => (format!("{}/sessions/{}", service.url, pick(0)), None),
+                        Endpoint::Batch => {
+                            let ids: Vec<String> = (0..100).map(|k| format!("ids={}", pick(k))).collect();
+                            (format!("{}/sessions/batch?{}", service.url, ids.join("&")), None)
+                        }
+                        Endpoint::List => (format!("{}/list", service.url), None),
+                        Endpoint::Start => {
+                            let n = first_new + client * per_client + i;
+                            (
+                                format!("{}/start", service.url),
+                                Some(json!({"session_id": format!("s{n}")})),
+                            )
+                        }
+                    }
+                });
+                if endpoint == Endpoint::Start {
+                    let count = clients * per_client;
+                    started += count;
+                    let writes = fake.requests().iter().filter(|r| r.method != "GET").count() - writes_before;
+                    if clients == 1 {
+                        kube_rows.push(format!(
+                            "| {runtimes} | {calls_per_1000_reads:.1} | {:.1} |",
+                            writes as f64 / count as f64
+                        ));
+                    }
+                }
+                let (p50, p99) = (percentile(&mut latencies, 0.50), percentile(&mut latencies, 0.99));
+                if level == max_level && clients == 1 {
+                    match endpoint {
+                        Endpoint::List => list_p99_at_max = p99,
+                        Endpoint::Batch => batch_p99_at_max = p99,
+                        _ => {}
+                    }
+                }
+                let _ = write!(row, " {} / {} |", ms(p50), ms(p99));
+            }
+            latency_rows.push(row);
+        }
+        if calls_per_1000_reads > 0.0 || level == max_level {
+            targets.retain(|t: &Target| !t.name.starts_with("Kubernetes calls per read"));
+            targets.push(Target {
+                name: "Kubernetes calls per read: 0".into(),
+                figure: format!("{calls_per_1000_reads:.1} per 1,000 at {runtimes} runtimes"),
+                pass: calls_per_1000_reads == 0.0,
+            });
+        }
+    }
+    let rss_max = service.rss_mib();
+
+    // Throughput of reads, against the floor of a static responder with as many workers.
+    let run = if options.quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(5)
+    };
+    let session_url = format!("{}/sessions/s0", service.url);
+    let sample = call(&reads, &session_url, None);
+    let ours = throughput(32, run, &session_url);
+    let (floor_server, floor_url) = static_responder(sample, 16);
+    let floor = {
+        // The static responder needs no key; the header is sent all the same, as for ours.
+        throughput(32, run, &floor_url)
+    };
+    floor_server.unblock();
+
+    // Ready-to-visible: from the moment the fake marks a pod Ready to `pod_status: ready`.
+    let samples = if options.quick { 3 } else { 20 };
+    let mut visible = Vec::new();
+    for i in 0..samples {
+        let session = format!("ready-{i}");
+        let created: Value = serde_json::from_slice(&call(
+            &reads,
+            &format!("{}/start", service.url),
+            Some(&json!({"session_id": session})),
+        ))
+        .expect("JSON");
+        let pod = format!("runtime-{}", created["runtime_id"].as_str().expect("a runtime id"));
+        let is_ready = |pod: &Value| {
+            pod["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        };
+        assert!(
+            fake.wait_for(Duration::from_secs(60), |view| view
+                .object("pods", &pod)
+                .is_some_and(|p| is_ready(&p))),
+            "{pod} never became Ready"
+        );
+        let ready_at = Instant::now();
+        let url = format!("{}/sessions/{session}", service.url);
+        loop {
+            let runtime: Value = serde_json::from_slice(&call(&reads, &url, None)).expect("JSON");
+            if runtime["pod_status"] == "ready" {
+                break;
+            }
+            assert!(
+                ready_at.elapsed() < Duration::from_secs(30),
+                "{session} never read ready"
+            );
+        }
+        visible.push(ready_at.elapsed());
+    }
+    let visible_p50 = percentile(&mut visible, 0.5);
+    let visible_max = percentile(&mut visible, 1.0);
+
+    // Recovery: everything the cluster holds, rebuilt by a fresh process.
+    let in_cluster = fake.objects("secrets").len();
+    let recovery = service.restart(&binary);
+
+    // The table.
+    let _ = writeln!(out, "## Sizes\n\n| binary | MiB |\n|---|---|");
+    let _ = writeln!(out, "| release, stripped (`target/release/{BINARY}`) | {size:.2} |");
+    let _ = writeln!(out, "| static (`+crt-static`, {host}) | {static_size:.2} |");
+    let _ = writeln!(out, "\n## Memory (RSS)\n\n| state | MiB |\n|---|---|");
+    for row in &rss_rows {
+        let _ = writeln!(out, "{row}");
+    }
+    let _ = writeln!(out, "| after the latency runs ({started} runtimes) | {rss_max:.1} |");
+    let _ = writeln!(
+        out,
+        "\n## Latency, ms (p50 / p99), keep-alive clients\n\nThe fake API server adds no latency of its own: \
+         `POST /start` is the service's work plus the fake's (about 1 ms per object for schema checks).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| request | runtimes | 1 client | 8 clients | 32 clients |\n|---|---|---|---|---|"
+    );
+    for row in &latency_rows {
+        let _ = writeln!(out, "{row}");
+    }
+    let _ = writeln!(
+        out,
+        "\n## Kubernetes API requests\n\n| runtimes | per 1,000 client reads | writes per `/start` |\n|---|---|---|"
+    );
+    for row in &kube_rows {
+        let _ = writeln!(out, "{row}");
+    }
+    let _ = writeln!(out, "\n## Other figures\n\n| figure | value |\n|---|---|");
+    let _ = writeln!(
+        out,
+        "| `GET /sessions/{{id}}` throughput, 32 clients | {ours:.0} req/s |"
+    );
+    let _ = writeln!(
+        out,
+        "| static responder (tiny_http, 16 workers, same body), 32 clients | {floor:.0} req/s |"
+    );
+    let _ = writeln!(out, "| ratio | {:.2} |", ours / floor);
+    let _ = writeln!(
+        out,
+        "| pod Ready -> `pod_status: ready` served ({samples} pods) | p50 {} ms, max {} ms |",
+        ms(visible_p50),
+        ms(visible_max)
+    );
+    let _ = writeln!(
+        out,
+        "| startup recovery of {in_cluster} runtimes (spawn to `/readiness` 200) | {} ms (the service logged: recovered {}) |",
+        ms(recovery),
+        recovery_logged()
+    );
+
+    targets.insert(
+        0,
+        Target {
+            name: "binary <= 3 MiB (release, stripped)".into(),
+            figure: format!("{size:.2} MiB"),
+            pass: size <= 3.0,
+        },
+    );
+    targets.extend([
+        Target {
+            name: "static binary <= 3 MiB".into(),
+            figure: format!("{static_size:.2} MiB"),
+            pass: static_size <= 3.0,
+        },
+        Target {
+            name: "RSS idle <= 5 MiB".into(),
+            figure: format!("{rss_idle:.1} MiB"),
+            pass: rss_idle <= 5.0,
+        },
+        Target {
+            name: format!("RSS at {max_level} runtimes <= 32 MiB"),
+            figure: format!("{rss_max:.1} MiB ({started} runtimes)"),
+            pass: rss_max <= 32.0,
+        },
+        Target {
+            name: format!("/list p99 at {max_level} runtimes <= 20 ms (1 client)"),
+            figure: format!("{} ms", ms(list_p99_at_max)),
+            pass: list_p99_at_max <= Duration::from_millis(20),
+        },
+        Target {
+            name: "/sessions/batch (100 ids) p99 <= 2 ms (1 client)".into(),
+            figure: format!("{} ms", ms(batch_p99_at_max)),
+            pass: batch_p99_at_max <= Duration::from_millis(2),
+        },
+        Target {
+            name: "Ready-to-visible <= 100 ms (max)".into(),
+            figure: format!("{} ms", ms(visible_max)),
+            pass: visible_max <= Duration::from_millis(100),
+        },
+        Target {
+            name: format!("recovery of {max_level}+ runtimes <= 2 s"),
+            figure: format!("{} ms ({in_cluster} runtimes)", ms(recovery)),
+            pass: recovery <= Duration::from_secs(2),
+        },
+        Target {
+            name: "throughput >= 0.3x the static floor".into(),
+            figure: format!("{:.2}x", ours / floor),
+            pass: ours / floor >= 0.3,
+        },
+    ]);
+    let _ = writeln!(out, "\n## Targets\n\n| target | figure | |\n|---|---|---|");
+    for target in &targets {
+        let verdict = if target.pass { "PASS" } else { "FAIL" };
+        let _ = writeln!(out, "| {} | {} | {verdict} |", target.name, target.figure);
+    }
+    if options.quick {
+        let _ = writeln!(out, "\n(quick mode: tiny N and few requests; the figures mean nothing)");
+    }
+    println!("{out}");
+}
