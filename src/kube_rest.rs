@@ -10,15 +10,16 @@ use std::fs;
 use std::io::BufRead;
 use std::io::BufReader;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use ureq::http::{self, Method};
-use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::TlsConfig;
 
 use crate::config::{ConfigError, is_dns_label};
+use crate::http_client::{certificates_in, percent_encode, query_string, tls_trusting};
 
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const DEFAULT_NAMESPACE: &str = "openhands";
@@ -847,23 +848,14 @@ fn tls_trusting_only(config: &Config) -> Result<TlsConfig, ConfigError> {
     let path = config.ca_file.display();
     let pem =
         fs::read(&config.ca_file).map_err(|e| ConfigError::new("KUBE_CA_FILE", format!("cannot read {path}: {e}")))?;
-    let certificates: Vec<_> = ureq::tls::parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(PemItem::Certificate(certificate)) => Some(certificate),
-            _ => None,
-        })
-        .collect();
+    let certificates = certificates_in(&pem);
     if certificates.is_empty() {
         return Err(ConfigError::new(
             "KUBE_CA_FILE",
             format!("{path} holds no PEM certificate"),
         ));
     }
-    Ok(TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .root_certs(RootCerts::Specific(Arc::new(certificates)))
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .build())
+    Ok(tls_trusting(certificates))
 }
 
 /// Whether `existing` carries every label that `wanted` asks for (and `wanted` asks for some).
@@ -929,27 +921,6 @@ impl BearerToken {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn query_string(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(key, value)| format!("{key}={}", percent_encode(value)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
 
 /// A URL for the log: continue tokens are long and say nothing to a reader.
@@ -1110,13 +1081,5 @@ mod tests {
             "too long a wait goes back to the caller"
         );
         assert_eq!(policy.delay(&KubeError::NotFound(String::new()), 0), None);
-    }
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(
-            query_string(&[("labelSelector", "app in (a,b),!gone".into())]),
-            "labelSelector=app%20in%20%28a%2Cb%29%2C%21gone"
-        );
     }
 }

@@ -4,6 +4,7 @@
 //! by one against the fake API server in `tests/support/`.
 //!
 //! - `config`: the environment, validated once at startup (SPEC §2)
+//! - `http_client`: TLS and query strings, shared by the Kubernetes and registry clients
 //! - `kube_rest`: a small synchronous Kubernetes REST client (SPEC §8)
 //! - `runtime`: a runtime, its start request and the object clients see (SPEC §3)
 //! - `pod_status`: what a pod's status means for clients (SPEC §4)
@@ -18,6 +19,7 @@ pub mod base64;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod http_client;
 pub mod kube_rest;
 pub mod manifests;
 pub mod pod_status;

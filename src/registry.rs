@@ -4,15 +4,15 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use ureq::http::{self, Method};
-use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
 
 use crate::base64;
 use crate::config::ConfigError;
+use crate::http_client::{certificates_in, query_string, tls_trusting};
 
 /// Every manifest type a runtime could pull: OCI and Docker, single-platform and multi-platform.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
@@ -206,11 +206,7 @@ impl Registries {
                 "no CA certificates found (system bundle or REGISTRY_CA_FILE): HTTPS registries cannot be checked"
             );
         }
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .root_certs(RootCerts::Specific(Arc::new(certificates)))
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .build();
+        let tls = tls_trusting(certificates);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
@@ -348,12 +344,12 @@ impl Registries {
         scope: &str,
         credentials: Option<&Credentials>,
     ) -> Result<Option<String>, RegistryUnavailable> {
-        let mut query = vec![format!("scope={}", percent_encode(scope))];
+        let mut query = vec![("scope", scope.to_string())];
         if let Some(service) = service {
-            query.push(format!("service={}", percent_encode(service)));
+            query.push(("service", service.to_string()));
         }
         let separator = if realm.contains('?') { '&' } else { '?' };
-        let url = format!("{realm}{separator}{}", query.join("&"));
+        let url = format!("{realm}{separator}{}", query_string(&query));
         let mut request = http::Request::builder().method(Method::GET).uri(&url);
         if let Some(credentials) = credentials {
             request = request.header("Authorization", credentials.basic());
@@ -434,30 +430,12 @@ impl Challenge {
 }
 
 fn read_certificates(path: &Path) -> std::io::Result<Vec<ureq::tls::Certificate<'static>>> {
-    let pem = fs::read(path)?;
-    Ok(ureq::tls::parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(PemItem::Certificate(certificate)) => Some(certificate),
-            _ => None,
-        })
-        .collect())
+    Ok(certificates_in(&fs::read(path)?))
 }
 
 fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.split('/').next().unwrap_or(rest)
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

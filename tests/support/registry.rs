@@ -16,6 +16,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::{Value, json};
 
+use openhands_k8s_runtime::http_client::{certificates_in, tls_trusting};
+
 use super::fake_kube::query_params;
 use super::tls::TestPki;
 
@@ -124,22 +126,13 @@ impl LocalRegistry {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-        let mut tls_config = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()));
-        if let Some(ca) = &ca_pem {
-            let certificates = ureq::tls::parse_pem(ca.as_bytes())
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            tls_config = tls_config.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certificates)));
-        }
+        // Plain HTTP uses none of it; over TLS only the registry's own CA is trusted.
+        let certificates = ca_pem.as_deref().map(|ca| certificates_in(ca.as_bytes()));
+        let tls_config = tls_trusting(certificates.unwrap_or_default());
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
-            .tls_config(tls_config.build())
+            .tls_config(tls_config)
             .build()
             .new_agent();
         let registry = LocalRegistry {
