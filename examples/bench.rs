@@ -405,7 +405,8 @@ fn main() {
     let rss_idle = service.rss_mib();
 
     let mut out = String::new();
-    let mut targets = Vec::new();
+    // The worst level decides the target: one level calling Kubernetes on reads is a failure.
+    let mut most_calls_per_1000_reads: f64 = 0.0;
     let mut rss_rows = vec![format!("| idle | {rss_idle:.1} |")];
     let mut latency_rows = Vec::new();
     let mut kube_rows = Vec::new();
@@ -499,14 +500,7 @@ fn main() {
             }
             latency_rows.push(row);
         }
-        if calls_per_1000_reads > 0.0 || level == max_level {
-            targets.retain(|t: &Target| !t.name.starts_with("Kubernetes calls per read"));
-            targets.push(Target {
-                name: "Kubernetes calls per read: 0".into(),
-                figure: format!("{calls_per_1000_reads:.1} per 1,000 at {runtimes} runtimes"),
-                pass: calls_per_1000_reads == 0.0,
-            });
-        }
+        most_calls_per_1000_reads = most_calls_per_1000_reads.max(calls_per_1000_reads);
     }
     let rss_max = service.rss_mib();
 
@@ -520,10 +514,7 @@ fn main() {
     let sample = call(&reads, &session_url, None);
     let ours = throughput(32, run, &session_url);
     let (floor_server, floor_url) = static_responder(sample, 16);
-    let floor = {
-        // The static responder needs no key; the header is sent all the same, as for ours.
-        throughput(32, run, &floor_url)
-    };
+    let floor = throughput(32, run, &floor_url);
     floor_server.unblock();
 
     // Ready-to-visible: from the moment the fake marks a pod Ready to `pod_status: ready`.
@@ -621,15 +612,17 @@ fn main() {
         recovery_logged()
     );
 
-    targets.insert(
-        0,
+    let targets = [
         Target {
             name: "binary <= 3 MiB (release, stripped)".into(),
             figure: format!("{size:.2} MiB"),
             pass: size <= 3.0,
         },
-    );
-    targets.extend([
+        Target {
+            name: "Kubernetes calls per read: 0".into(),
+            figure: format!("{most_calls_per_1000_reads:.1} per 1,000 at the worst level"),
+            pass: most_calls_per_1000_reads == 0.0,
+        },
         Target {
             name: "static binary <= 3 MiB".into(),
             figure: format!("{static_size:.2} MiB"),
@@ -670,7 +663,7 @@ fn main() {
             figure: format!("{:.2}x", ours / floor),
             pass: ours / floor >= 0.3,
         },
-    ]);
+    ];
     let _ = writeln!(out, "\n## Targets\n\n| target | figure | |\n|---|---|---|");
     for target in &targets {
         let verdict = if target.pass { "PASS" } else { "FAIL" };
