@@ -65,6 +65,22 @@ impl Drop for StartGuard<'_> {
     }
 }
 
+impl Inner {
+    /// The answer to a create is the pod's first version. The pod watch may already have
+    /// reported a newer one, and the kubelet may not change the pod again for a long time
+    /// (an unschedulable or a ready pod), so that report is kept.
+    fn record_created_pod(&mut self, runtime_id: &str, record: PodRecord) {
+        if self.pods.get(runtime_id).is_some_and(|known| known.uid == record.uid) {
+            return;
+        }
+        let record = PodRecord {
+            changed_at: Some(Instant::now()),
+            ..record
+        };
+        self.pods.insert(runtime_id.to_string(), record);
+    }
+}
+
 fn session_key(session_id: &str) -> String {
     session_id.to_lowercase()
 }
@@ -126,13 +142,13 @@ impl Store {
         inner.runtimes.get(runtime_id).cloned()
     }
 
-    /// Adds a runtime with its pod (`None`: it has none).
-    pub fn insert(&self, runtime: Runtime, pod: Option<PodRecord>) {
+    /// Adds a runtime with the pod its start created (`None`: it has none yet). The pod watch
+    /// may have reported that pod already: see `pod_created`.
+    pub fn insert(&self, runtime: Runtime, created_pod: Option<PodRecord>) {
         let mut inner = self.lock();
-        match pod {
-            Some(pod) => inner.pods.insert(runtime.id.clone(), pod),
-            None => inner.pods.remove(&runtime.id),
-        };
+        if let Some(record) = created_pod {
+            inner.record_created_pod(&runtime.id, record);
+        }
         inner
             .sessions
             .insert(session_key(&runtime.session_id), runtime.id.clone());
@@ -204,18 +220,9 @@ impl Store {
             .collect()
     }
 
-    /// Records a pod the service has just created, unless the watch already reported it (its
-    /// report is as new or newer than the create's answer).
+    /// Records a pod the service has just created.
     pub fn pod_created(&self, runtime_id: &str, record: PodRecord) {
-        let mut inner = self.lock();
-        if inner.pods.get(runtime_id).is_some_and(|known| known.uid == record.uid) {
-            return;
-        }
-        let record = PodRecord {
-            changed_at: Some(Instant::now()),
-            ..record
-        };
-        inner.pods.insert(runtime_id.to_string(), record);
+        self.lock().record_created_pod(runtime_id, record);
     }
 
     /// Records that the service has just deleted the runtime's pod: until the watch reports it

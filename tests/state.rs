@@ -410,6 +410,34 @@ fn a_watch_cut_mid_stream_loses_no_update() {
     assert!(fake.watch_count("/pods") > watches, "the watch was resumed");
 }
 
+/// The kubelet reports a pod that is ready (or unschedulable) once and then leaves it alone.
+/// A report the watch delivers while `/start` still creates the pod's Service must not be
+/// overwritten by the older answer to the pod's create.
+#[test]
+fn a_pod_that_settles_while_its_start_is_in_flight_is_seen_as_it_is() {
+    let fake = FakeKube::start();
+    let service = Service::start(&fake, &[]);
+    fake.add_fault(FaultRule::new(Fault::Hang).on("POST", "/services").after_commit());
+    std::thread::scope(|scope| {
+        let start = scope.spawn(|| service.post("/start", &json!({"session_id": "quick"})));
+        let delivered = fake.wait_for(WAIT, |cluster| {
+            cluster.objects("pods").iter().any(|pod| {
+                let ready = pod["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+                let version = pod["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok());
+                ready && version.is_some_and(|v| cluster.watch_sent("pods", v))
+            })
+        });
+        assert!(delivered, "the pod became ready and the pod watch sent it");
+        fake.release_hung();
+        let answer = start.join().unwrap();
+        assert_eq!(answer.code, 201, "{:#}", answer.body);
+    });
+    let running = service.wait_for_status("quick", "running");
+    assert_eq!(running["pod_status"], "ready");
+}
+
 #[test]
 fn a_gone_resource_version_is_listed_again_without_losing_an_update() {
     let fake = FakeKube::start();

@@ -171,6 +171,7 @@ impl Builder {
                 break_watches_mid_line: false,
                 hung_release: 0,
                 watches_held: false,
+                watches_sent: HashMap::new(),
                 check_role: false,
                 stopping: false,
             }),
@@ -228,6 +229,8 @@ struct State {
     hung_release: u64,
     /// While set, watch requests wait before they start.
     watches_held: bool,
+    /// Per resource (plural), the highest resourceVersion a watch stream has sent up to.
+    watches_sent: HashMap<&'static str, u64>,
     check_role: bool,
     stopping: bool,
 }
@@ -500,7 +503,7 @@ impl FakeKube {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
         loop {
-            if condition(&FakeView(&state.cluster)) {
+            if condition(&FakeView(&state)) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -536,15 +539,23 @@ impl FakeKube {
 }
 
 /// A read-only look at the fake's objects, for `FakeKube::wait_for`.
-pub struct FakeView<'a>(&'a Cluster);
+pub struct FakeView<'a>(&'a State);
 
 impl FakeView<'_> {
     pub fn object(&self, resource: &str, name: &str) -> Option<Value> {
-        self.0.object(resource, NAMESPACE, name)
+        self.0.cluster.object(resource, NAMESPACE, name)
     }
 
     pub fn objects(&self, resource: &str) -> Vec<Value> {
-        self.0.objects(resource)
+        self.0.cluster.objects(resource)
+    }
+
+    /// Whether a watch of `resource` has sent every change up to `resource_version`.
+    pub fn watch_sent(&self, resource: &str, resource_version: u64) -> bool {
+        self.0
+            .watches_sent
+            .get(resource)
+            .is_some_and(|sent| *sent >= resource_version)
     }
 }
 
@@ -1189,6 +1200,11 @@ fn stream_watch(shared: &Shared, request: tiny_http::Request, spec: WatchSpec) {
                     }
                 }
                 last = Some(current);
+                let mut state = shared.lock();
+                let sent = state.watches_sent.entry(spec.rt.plural).or_default();
+                *sent = current.max(*sent);
+                drop(state);
+                shared.changed.notify_all();
             }
             Err(expired) => {
                 let line = json!({"type": "ERROR", "object": expired.status});
