@@ -287,7 +287,8 @@ pub struct ListResult {
     pub items: Vec<Value>,
     pub resource_version: String,
     pub continue_token: Option<String>,
-    pub remaining: usize,
+    /// Set only for a list without a selector, as the real server does.
+    pub remaining: Option<usize>,
 }
 
 pub struct Cluster {
@@ -572,18 +573,21 @@ impl Cluster {
             Some((after_namespace, after_name)) => Bound::Excluded(Key::new(rt.plural, after_namespace, after_name)),
             None => Bound::Included(Key::new(rt.plural, namespace.unwrap_or(""), "")),
         };
-        let matching: Vec<(&Key, &Value)> = self
+        let mut matching = self
             .objects
             .range((from, Bound::Unbounded))
             .take_while(|(k, _)| k.plural == rt.plural)
             .filter(|(k, v)| {
                 namespace.is_none_or(|ns| k.namespace == ns) && selector.matches(v["metadata"]["labels"].as_object())
-            })
-            .collect();
+            });
         // `limit=0` means no limit, as on the real server.
-        let taken = limit.filter(|l| *l > 0).unwrap_or(usize::MAX).min(matching.len());
-        let remaining = matching.len() - taken;
-        let items = matching[..taken]
+        let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let page: Vec<(&Key, &Value)> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        // With a selector the server cannot know how many remain without reading them all,
+        // and leaves `remainingItemCount` out (ListMeta's documentation).
+        let remaining = (more && label_selector.is_empty()).then(|| 1 + matching.count());
+        let items = page
             .iter()
             .map(|(_, object)| {
                 let mut item = (*object).clone();
@@ -595,8 +599,8 @@ impl Cluster {
                 item
             })
             .collect();
-        let continue_token = (remaining > 0).then(|| {
-            let last = matching[taken - 1].0;
+        let continue_token = more.then(|| {
+            let last = page[page.len() - 1].0;
             let token = json!({"v": "meta.k8s.io/v1", "rv": self.resource_version,
                 "start": format!("{}\u{0}{}", last.namespace, last.name)});
             BASE64.encode(token.to_string())
@@ -715,6 +719,10 @@ impl Cluster {
             object["metadata"]["deletionTimestamp"] = json!(timestamp(at));
             object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             object = self.put(key.clone(), object);
+            // The kubelet has a termination to carry out.
+            if let Some(progress) = self.pods.get_mut(key) {
+                progress.settled = false;
+            }
         } else {
             self.remove(key);
         }
@@ -771,12 +779,13 @@ impl Cluster {
             );
             return Err(StatusError::expired(&message));
         }
+        // Events are kept in resourceVersion order: the first one after it is found by halving.
+        let first = self.events.partition_point(|e| e.resource_version <= resource_version);
         Ok(self
             .events
-            .iter()
+            .range(first..)
             .filter(|e| {
-                e.resource_version > resource_version
-                    && e.key.plural == plural
+                e.key.plural == plural
                     && e.key.namespace == namespace
                     && selector.matches(e.object["metadata"]["labels"].as_object())
             })
@@ -917,7 +926,12 @@ impl Cluster {
     }
 
     fn run_kubelet(&mut self, now: &str) {
-        let pod_keys: Vec<Key> = self.pods.keys().cloned().collect();
+        let pod_keys: Vec<Key> = self
+            .pods
+            .iter()
+            .filter(|(_, progress)| !progress.settled)
+            .map(|(key, _)| key.clone())
+            .collect();
         for key in pod_keys {
             let Some(terminating) = self
                 .objects

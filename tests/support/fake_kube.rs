@@ -997,7 +997,9 @@ fn list(cluster: &Cluster, rt: &'static ResourceType, namespace: &str, query: &s
             let mut metadata = json!({"resourceVersion": page.resource_version});
             if let Some(token) = page.continue_token {
                 metadata["continue"] = json!(token);
-                metadata["remainingItemCount"] = json!(page.remaining);
+            }
+            if let Some(remaining) = page.remaining {
+                metadata["remainingItemCount"] = json!(remaining);
             }
             Reply::json(
                 200,
