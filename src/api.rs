@@ -9,16 +9,17 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
+use crate::config::Config;
 use crate::controller::{Controller, Started};
 use crate::error::Error;
-use crate::pod_status::PodRecord;
-use crate::runtime::Runtime;
+use crate::runtime::Status;
+use crate::store::Snapshot;
 
 /// Bodies above this are refused with 413 (a start request is a few KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const MAX_BATCH_IDS: usize = 1000;
-/// About the size of one runtime object in JSON, to size a `/list` answer up front.
-const ENCODED_RUNTIME_BYTES: usize = 768;
+/// How much of a `/list` answer is encoded at a time: a few runtimes' worth.
+const LIST_CHUNK_BYTES: usize = 16 * 1024;
 
 /// The endpoints, by path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,21 +85,101 @@ impl Endpoint {
     }
 }
 
-/// A successful answer: status code and JSON body, encoded once (a `/list` of thousands of
-/// runtimes goes straight from the views to bytes).
-struct Reply {
+/// A successful answer: status code and JSON body.
+struct Reply<'a> {
     code: u16,
-    body: Vec<u8>,
+    body: Body<'a>,
 }
 
-impl Reply {
-    fn ok(body: impl Serialize) -> Result<Reply, Error> {
+enum Body<'a> {
+    /// Encoded in full.
+    Bytes(Vec<u8>),
+    /// Encoded while it is sent.
+    List(ListBody<'a>),
+}
+
+impl Reply<'_> {
+    fn ok(body: impl Serialize) -> Result<Reply<'static>, Error> {
         Reply::with_code(200, body)
     }
 
-    fn with_code(code: u16, body: impl Serialize) -> Result<Reply, Error> {
+    fn with_code(code: u16, body: impl Serialize) -> Result<Reply<'static>, Error> {
         let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(format!("cannot encode the answer: {e}")))?;
-        Ok(Reply { code, body })
+        Ok(Reply {
+            code,
+            body: Body::Bytes(body),
+        })
+    }
+}
+
+/// The `/list` answer, encoded a few runtimes at a time as the client reads it: however many
+/// runtimes there are, a request holds their snapshots and a few KiB of JSON, never the whole
+/// answer, and the store's lock is held only to take the snapshots.
+struct ListBody<'a> {
+    runtimes: std::vec::IntoIter<Snapshot>,
+    include_paused: bool,
+    config: &'a Config,
+    now: SystemTime,
+    /// Encoded and not yet read, from `read_from`.
+    encoded: Vec<u8>,
+    read_from: usize,
+    started: bool,
+    finished: bool,
+}
+
+impl<'a> ListBody<'a> {
+    fn new(runtimes: Vec<Snapshot>, include_paused: bool, config: &'a Config, now: SystemTime) -> ListBody<'a> {
+        ListBody {
+            runtimes: runtimes.into_iter(),
+            include_paused,
+            config,
+            now,
+            encoded: b"{\"runtimes\":[".to_vec(),
+            read_from: 0,
+            started: false,
+            finished: false,
+        }
+    }
+
+    /// Encodes the next runtimes; false once everything has been encoded.
+    fn encode_more(&mut self) -> std::io::Result<bool> {
+        if self.finished {
+            return Ok(false);
+        }
+        self.encoded.clear();
+        self.read_from = 0;
+        while self.encoded.len() < LIST_CHUNK_BYTES {
+            let Some(snapshot) = self.runtimes.next() else {
+                self.encoded.extend_from_slice(b"]}");
+                self.finished = true;
+                break;
+            };
+            let view = snapshot.view(self.config, self.now);
+            if view.status == Status::Paused && !self.include_paused {
+                continue;
+            }
+            if self.started {
+                self.encoded.push(b',');
+            }
+            self.started = true;
+            serde_json::to_writer(&mut self.encoded, &view)?;
+        }
+        Ok(true)
+    }
+}
+
+impl Read for ListBody<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.read_from == self.encoded.len() {
+            if !self.encode_more()? {
+                return Ok(0);
+            }
+        }
+        let left = &self.encoded[self.read_from..];
+        let n = left.len().min(out.len());
+        out[..n].copy_from_slice(&left[..n]);
+        self.read_from += n;
+        Ok(n)
     }
 }
 
@@ -172,11 +253,18 @@ fn handle(controller: &Controller, mut request: Request) {
                 log::warn!("{method} {path}: {error}");
             }
             let body = json!({"detail": error.to_string(), "error": error.code()});
-            (error.status_code(), body.to_string().into_bytes(), headers)
+            (error.status_code(), Body::Bytes(body.to_string().into_bytes()), headers)
         }
     };
-    log::debug!("{method} {path} {code} in {:?}", started.elapsed());
-    let mut response = Response::from_data(body).with_status_code(code);
+    let (body, length): (Box<dyn Read + '_>, _) = match body {
+        Body::Bytes(bytes) => {
+            let length = bytes.len();
+            (Box::new(std::io::Cursor::new(bytes)), Some(length))
+        }
+        // Sent in chunks, its length unknown until the end.
+        Body::List(list) => (Box::new(list), None),
+    };
+    let mut response = Response::new(code.into(), Vec::new(), body, length, None);
     let headers = std::iter::once(("Content-Type", "application/json".to_string())).chain(extra_headers);
     for (name, value) in headers {
         if let Some(header) = header(name, &value) {
@@ -186,6 +274,7 @@ fn handle(controller: &Controller, mut request: Request) {
     if let Err(error) = request.respond(response) {
         log::debug!("{method} {path}: the client went away: {error}");
     }
+    log::debug!("{method} {path} {code} in {:?}", started.elapsed());
 }
 
 /// A header from our own ASCII names and values, which tiny_http always accepts.
@@ -193,7 +282,7 @@ fn header(name: &str, value: &str) -> Option<Header> {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
-fn answer(controller: &Controller, request: &mut Request, path: &str, query: &str) -> Result<Reply, Error> {
+fn answer<'a>(controller: &'a Controller, request: &mut Request, path: &str, query: &str) -> Result<Reply<'a>, Error> {
     let endpoint = Endpoint::parse(path).ok_or(Error::NotFound)?;
     let expected = endpoint.method();
     if *request.method() != expected {
@@ -210,8 +299,7 @@ fn answer(controller: &Controller, request: &mut Request, path: &str, query: &st
     if !endpoint.is_open() && !store.is_ready() {
         return Err(Error::NotReady);
     }
-    let now = SystemTime::now();
-    let view = |runtime: &Runtime, pod: Option<&PodRecord>| runtime.view(pod, controller.config(), now);
+    let (config, now) = (controller.config(), SystemTime::now());
     match endpoint {
         Endpoint::Start => match controller.start(&json_body(request)?)? {
             Started::Created(runtime) => Reply::with_code(201, runtime),
@@ -224,28 +312,18 @@ fn answer(controller: &Controller, request: &mut Request, path: &str, query: &st
             let include_paused = query_values(query, "include_paused")
                 .iter()
                 .any(|v| v == "true" || v == "1");
-            // The views are made under the store's lock; encoding them (most of the work for
-            // thousands of runtimes) happens after, into one buffer of about the right size.
-            let runtimes = store.map_all(view);
-            let mut body = Vec::with_capacity(64 + runtimes.len() * ENCODED_RUNTIME_BYTES);
-            body.extend_from_slice(b"{\"runtimes\":[");
-            for runtime in runtimes
-                .into_iter()
-                .filter(|r| include_paused || r.status != crate::runtime::Status::Paused)
-            {
-                if body.last() != Some(&b'[') {
-                    body.push(b',');
-                }
-                serde_json::to_writer(&mut body, &runtime)
-                    .map_err(|e| Error::Internal(format!("cannot encode the answer: {e}")))?;
-            }
-            body.extend_from_slice(b"]}");
-            Ok(Reply { code: 200, body })
+            Ok(Reply {
+                code: 200,
+                body: Body::List(ListBody::new(store.all(), include_paused, config, now)),
+            })
         }
-        Endpoint::Runtime(id) => Reply::ok(store.find(&id, view).ok_or(Error::RuntimeNotFound(id))?),
+        Endpoint::Runtime(id) => {
+            let found = store.find(&id).ok_or(Error::RuntimeNotFound(id))?;
+            Reply::ok(found.view(config, now))
+        }
         Endpoint::Session(session_id) => {
-            let found = store.map_sessions(&[session_id.as_str()], view).pop().flatten();
-            Reply::ok(found.ok_or(Error::SessionNotFound(session_id))?)
+            let found = store.of_sessions(&[session_id.as_str()]).pop().flatten();
+            Reply::ok(found.ok_or(Error::SessionNotFound(session_id))?.view(config, now))
         }
         Endpoint::SessionsBatch => {
             let ids: Vec<String> = query_values(query, "ids")
@@ -262,7 +340,9 @@ fn answer(controller: &Controller, request: &mut Request, path: &str, query: &st
                 ));
             }
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            Reply::ok(store.map_sessions(&ids, view))
+            let found = store.of_sessions(&ids);
+            let views: Vec<_> = found.iter().map(|s| s.as_ref().map(|s| s.view(config, now))).collect();
+            Reply::ok(views)
         }
         Endpoint::RegistryPrefix => Reply::ok(json!({"registry_prefix": controller.config().registry_prefix})),
         Endpoint::ImageExists => {

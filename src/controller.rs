@@ -9,6 +9,7 @@
 //! client last asked for.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -73,14 +74,10 @@ impl Controller {
         &self.store
     }
 
-    /// The runtime object clients see, as of now.
-    pub fn view(&self, runtime: &Runtime, pod: Option<&PodRecord>) -> RuntimeView {
-        runtime.view(pod, &self.config, SystemTime::now())
-    }
-
     fn view_of(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
         self.store
-            .find(runtime_id, |runtime, pod| self.view(runtime, pod))
+            .find(runtime_id)
+            .map(|found| found.view(&self.config, SystemTime::now()))
             .ok_or_else(|| Error::RuntimeNotFound(runtime_id.to_string()))
     }
 
@@ -121,7 +118,7 @@ impl Controller {
             if existing.session_id != request.session_id {
                 return Err(Error::SessionConflict {
                     requested: request.session_id,
-                    existing: existing.session_id,
+                    existing: existing.session_id.clone(),
                 });
             }
             return self.run_again(&existing.id).map(Started::Existing);
@@ -180,7 +177,7 @@ impl Controller {
             runtime.request.image
         );
         let pod = PodRecord::of(&pod);
-        let view = self.view(&runtime, pod.as_ref());
+        let view = runtime.view(pod.as_ref(), &self.config, SystemTime::now());
         self.store.insert(runtime, pod);
         Ok(Started::Created(view))
     }
@@ -305,12 +302,9 @@ impl Controller {
     }
 
     /// Holds the runtime's session and returns the runtime as it is now.
-    fn lock_runtime(&self, runtime_id: &str) -> Result<(Runtime, SessionGuard<'_>), Error> {
+    fn lock_runtime(&self, runtime_id: &str) -> Result<(Arc<Runtime>, SessionGuard<'_>), Error> {
         let not_found = || Error::RuntimeNotFound(runtime_id.to_string());
-        let session_id = self
-            .store
-            .find(runtime_id, |r, _| r.session_id.clone())
-            .ok_or_else(not_found)?;
+        let session_id = self.store.runtime(runtime_id).ok_or_else(not_found)?.session_id.clone();
         let guard = self.store.lock_session(&session_id);
         // It may have been stopped while we waited.
         let runtime = self.store.runtime(runtime_id).ok_or_else(not_found)?;
@@ -603,13 +597,14 @@ impl Controller {
             let Some(_session) = self.store.try_lock_session(&runtime.session_id) else {
                 continue;
             };
-            let Some((runtime, has_pod)) = self.store.find(&runtime.id, |r, pod| (r.clone(), pod.is_some())) else {
+            let Some(now) = self.store.find(&runtime.id) else {
                 continue;
             };
-            let outcome = match (runtime.desired, has_pod) {
+            let runtime = &now.runtime;
+            let outcome = match (runtime.desired, now.pod.is_some()) {
                 (DesiredState::Running, false) => {
                     log::info!("runtime {}: creating its missing pod", runtime.id);
-                    self.create_pod(&runtime)
+                    self.create_pod(runtime)
                 }
                 (DesiredState::Paused, true) => {
                     log::info!("runtime {}: deleting the pod of a paused runtime", runtime.id);

@@ -6,11 +6,12 @@
 //! for that session only: different runtimes proceed in parallel.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
 
+use crate::config::Config;
 use crate::pod_status::{PodObservation, PodRecord, PodStatus};
-use crate::runtime::{DesiredState, Runtime};
+use crate::runtime::{DesiredState, Runtime, RuntimeView};
 
 #[derive(Default)]
 pub struct Store {
@@ -20,16 +21,65 @@ pub struct Store {
 
 #[derive(Default)]
 struct Inner {
-    runtimes: HashMap<String, Runtime>,
+    /// Runtime id -> what is known of it.
+    entries: HashMap<String, Entry>,
     /// Lowercased session id -> runtime id: session ids equal up to case share one host name.
     sessions: HashMap<String, String>,
-    /// Runtime id -> its pod. No entry: no pod.
-    pods: HashMap<String, PodRecord>,
     /// Lowercased session ids with an operation in flight.
     busy_sessions: HashSet<String>,
     /// Runtimes whose `/start` is creating objects: the orphan sweep leaves them alone.
     starting: HashSet<String>,
     ready: bool,
+}
+
+/// One runtime id's runtime (from its anchor) and pod (from the pod watch). Either may be
+/// known alone: the watch can report the pod of a start still in flight, and the pod of a
+/// stopped runtime until it is gone. Both are shared, so that readers take them out of the
+/// lock and build their answers without holding it.
+#[derive(Default)]
+struct Entry {
+    runtime: Option<Arc<Runtime>>,
+    pod: Option<Arc<PodRecord>>,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.runtime.is_none() && self.pod.is_none()
+    }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        Some(Snapshot {
+            runtime: self.runtime.clone()?,
+            pod: self.pod.clone(),
+        })
+    }
+
+    /// The answer to a create is the pod's first version. The pod watch may already have
+    /// reported a newer one, and the kubelet may not change the pod again for a long time
+    /// (an unschedulable or a ready pod), so that report is kept.
+    fn record_created_pod(&mut self, record: PodRecord) {
+        if self.pod.as_ref().is_some_and(|known| known.uid == record.uid) {
+            return;
+        }
+        self.pod = Some(Arc::new(PodRecord {
+            changed_at: Some(Instant::now()),
+            ..record
+        }));
+    }
+}
+
+/// A runtime and its pod as the store knew them at one moment, read without its lock.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub runtime: Arc<Runtime>,
+    pub pod: Option<Arc<PodRecord>>,
+}
+
+impl Snapshot {
+    /// The runtime object clients see, as of `now`.
+    pub fn view(&self, config: &Config, now: SystemTime) -> RuntimeView {
+        self.runtime.view(self.pod.as_deref(), config, now)
+    }
 }
 
 /// A change to a pod, as the pod watch reports it.
@@ -66,18 +116,11 @@ impl Drop for StartGuard<'_> {
 }
 
 impl Inner {
-    /// The answer to a create is the pod's first version. The pod watch may already have
-    /// reported a newer one, and the kubelet may not change the pod again for a long time
-    /// (an unschedulable or a ready pod), so that report is kept.
-    fn record_created_pod(&mut self, runtime_id: &str, record: PodRecord) {
-        if self.pods.get(runtime_id).is_some_and(|known| known.uid == record.uid) {
-            return;
+    /// Drops the entry of `runtime_id` once nothing is known of it.
+    fn forget_if_empty(&mut self, runtime_id: &str) {
+        if self.entries.get(runtime_id).is_some_and(Entry::is_empty) {
+            self.entries.remove(runtime_id);
         }
-        let record = PodRecord {
-            changed_at: Some(Instant::now()),
-            ..record
-        };
-        self.pods.insert(runtime_id.to_string(), record);
     }
 }
 
@@ -128,43 +171,47 @@ impl Store {
     /// Whether a runtime exists, or is being started.
     pub fn is_known(&self, runtime_id: &str) -> bool {
         let inner = self.lock();
-        inner.runtimes.contains_key(runtime_id) || inner.starting.contains(runtime_id)
+        inner.entries.get(runtime_id).is_some_and(|e| e.runtime.is_some()) || inner.starting.contains(runtime_id)
     }
 
-    pub fn runtime(&self, runtime_id: &str) -> Option<Runtime> {
-        self.lock().runtimes.get(runtime_id).cloned()
+    pub fn runtime(&self, runtime_id: &str) -> Option<Arc<Runtime>> {
+        self.lock().entries.get(runtime_id)?.runtime.clone()
     }
 
     /// The runtime of a session, found regardless of case (the caller checks the exact id).
-    pub fn runtime_of_session(&self, session_id: &str) -> Option<Runtime> {
+    pub fn runtime_of_session(&self, session_id: &str) -> Option<Arc<Runtime>> {
         let inner = self.lock();
         let runtime_id = inner.sessions.get(&session_key(session_id))?;
-        inner.runtimes.get(runtime_id).cloned()
+        inner.entries.get(runtime_id)?.runtime.clone()
     }
 
     /// Adds a runtime with the pod its start created (`None`: it has none yet). The pod watch
     /// may have reported that pod already: see `pod_created`.
     pub fn insert(&self, runtime: Runtime, created_pod: Option<PodRecord>) {
         let mut inner = self.lock();
-        if let Some(record) = created_pod {
-            inner.record_created_pod(&runtime.id, record);
-        }
         inner
             .sessions
             .insert(session_key(&runtime.session_id), runtime.id.clone());
-        inner.runtimes.insert(runtime.id.clone(), runtime);
+        let entry = inner.entries.entry(runtime.id.clone()).or_default();
+        if let Some(record) = created_pod {
+            entry.record_created_pod(record);
+        }
+        entry.runtime = Some(Arc::new(runtime));
     }
 
-    pub fn remove(&self, runtime_id: &str) -> Option<Runtime> {
+    /// Forgets a runtime; its pod is known until the watch reports it gone.
+    pub fn remove(&self, runtime_id: &str) -> Option<Arc<Runtime>> {
         let mut inner = self.lock();
-        let runtime = inner.runtimes.remove(runtime_id)?;
+        let runtime = inner.entries.get_mut(runtime_id)?.runtime.take()?;
         inner.sessions.remove(&session_key(&runtime.session_id));
+        inner.forget_if_empty(runtime_id);
         Some(runtime)
     }
 
     /// Records a desired state the service has just written on the anchor.
     pub fn set_desired(&self, runtime_id: &str, desired: DesiredState) {
-        if let Some(runtime) = self.lock().runtimes.get_mut(runtime_id) {
+        if let Some(runtime) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.runtime.as_mut()) {
+            let runtime = Arc::make_mut(runtime);
             runtime.desired = desired;
             runtime.changed_at = Instant::now();
         }
@@ -172,63 +219,66 @@ impl Store {
 
     /// Records a desired state the anchor watch reports (set by the service or an operator).
     pub fn observe_desired(&self, runtime_id: &str, desired: DesiredState) {
-        if let Some(runtime) = self.lock().runtimes.get_mut(runtime_id) {
-            runtime.desired = desired;
+        if let Some(runtime) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.runtime.as_mut()) {
+            if runtime.desired != desired {
+                Arc::make_mut(runtime).desired = desired;
+            }
         }
     }
 
-    /// `read` of one runtime and its pod.
-    pub fn find<T>(&self, runtime_id: &str, read: impl FnOnce(&Runtime, Option<&PodRecord>) -> T) -> Option<T> {
-        let inner = self.lock();
-        let runtime = inner.runtimes.get(runtime_id)?;
-        Some(read(runtime, inner.pods.get(runtime_id)))
+    /// One runtime and its pod.
+    pub fn find(&self, runtime_id: &str) -> Option<Snapshot> {
+        self.lock().entries.get(runtime_id)?.snapshot()
     }
 
-    /// `read` of every runtime and its pod, oldest runtime first.
-    pub fn map_all<T>(&self, mut read: impl FnMut(&Runtime, Option<&PodRecord>) -> T) -> Vec<T> {
-        let inner = self.lock();
-        let mut runtimes: Vec<&Runtime> = inner.runtimes.values().collect();
-        runtimes.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
-        runtimes.into_iter().map(|r| read(r, inner.pods.get(&r.id))).collect()
+    /// Every runtime and its pod, oldest runtime first.
+    pub fn all(&self) -> Vec<Snapshot> {
+        let mut all: Vec<Snapshot> = self.lock().entries.values().filter_map(Entry::snapshot).collect();
+        all.sort_by(|a, b| (a.runtime.created_at, &a.runtime.id).cmp(&(b.runtime.created_at, &b.runtime.id)));
+        all
     }
 
-    /// `read` of the runtime of each session id, in order; `None` for an unknown one.
-    pub fn map_sessions<T>(
-        &self,
-        session_ids: &[&str],
-        mut read: impl FnMut(&Runtime, Option<&PodRecord>) -> T,
-    ) -> Vec<Option<T>> {
+    /// The runtime of each session id and its pod, in order; `None` for an unknown one.
+    pub fn of_sessions(&self, session_ids: &[&str]) -> Vec<Option<Snapshot>> {
         let inner = self.lock();
         session_ids
             .iter()
             .map(|session_id| {
                 let runtime_id = inner.sessions.get(&session_key(session_id))?;
-                let runtime = inner.runtimes.get(runtime_id).filter(|r| r.session_id == *session_id)?;
-                Some(read(runtime, inner.pods.get(runtime_id)))
+                let snapshot = inner.entries.get(runtime_id)?.snapshot()?;
+                (snapshot.runtime.session_id == *session_id).then_some(snapshot)
             })
             .collect()
     }
 
-    /// Runtimes for which `diverges` holds, with their pods.
-    pub fn select(&self, mut diverges: impl FnMut(&Runtime, Option<&PodRecord>) -> bool) -> Vec<Runtime> {
+    /// Runtimes for which `diverges` holds.
+    pub fn select(&self, mut diverges: impl FnMut(&Runtime, Option<&PodRecord>) -> bool) -> Vec<Arc<Runtime>> {
         let inner = self.lock();
         inner
-            .runtimes
+            .entries
             .values()
-            .filter(|r| diverges(r, inner.pods.get(&r.id)))
-            .cloned()
+            .filter_map(|entry| {
+                let runtime = entry.runtime.as_ref()?;
+                diverges(runtime, entry.pod.as_deref()).then(|| runtime.clone())
+            })
             .collect()
     }
 
-    /// Records a pod the service has just created.
+    /// Records a pod the service has just created (see `Entry::record_created_pod`).
     pub fn pod_created(&self, runtime_id: &str, record: PodRecord) {
-        self.lock().record_created_pod(runtime_id, record);
+        let mut inner = self.lock();
+        inner
+            .entries
+            .entry(runtime_id.to_string())
+            .or_default()
+            .record_created_pod(record);
     }
 
     /// Records that the service has just deleted the runtime's pod: until the watch reports it
     /// gone, it terminates and its name is taken. A pod already reported gone stays gone.
     pub fn pod_deleted(&self, runtime_id: &str) {
-        if let Some(record) = self.lock().pods.get_mut(runtime_id) {
+        if let Some(record) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.pod.as_mut()) {
+            let record = Arc::make_mut(record);
             record.terminating = true;
             record.observation = PodObservation::new(PodStatus::NotFound);
             record.changed_at = Some(Instant::now());
@@ -239,50 +289,60 @@ impl Store {
     /// repair replaced) are stale and ignored; a newly added pod always counts.
     pub fn pod_event(&self, runtime_id: &str, event: PodEvent) {
         let mut inner = self.lock();
-        let current_uid = inner.pods.get(runtime_id).map(|p| p.uid.clone());
-        let is_current = |uid: &str| current_uid.as_deref().is_none_or(|current| current == uid);
+        let entry = inner.entries.entry(runtime_id.to_string()).or_default();
+        let is_current = |uid: &str| entry.pod.as_ref().is_none_or(|current| current.uid == uid);
         match event {
             PodEvent::Seen { added, record } if added || is_current(&record.uid) => {
-                inner.pods.insert(runtime_id.to_string(), record);
+                entry.pod = Some(Arc::new(record));
             }
-            PodEvent::Gone { uid } if is_current(&uid) => {
-                inner.pods.remove(runtime_id);
-            }
+            PodEvent::Gone { uid } if is_current(&uid) => entry.pod = None,
             _ => {}
         }
+        inner.forget_if_empty(runtime_id);
     }
 
     /// Replaces the pods with a list that began at `listed_at`, except where the service
     /// itself changed a pod since: the list cannot know of that.
     pub fn replace_pods(&self, listed_at: Instant, mut listed: HashMap<String, PodRecord>) {
         let mut inner = self.lock();
-        let changed_since: HashMap<String, PodRecord> = inner
-            .pods
-            .drain()
-            .filter(|(_, record)| record.changed_at.is_some_and(|at| at >= listed_at))
-            .collect();
-        listed.extend(changed_since);
-        inner.pods = listed;
+        for (runtime_id, entry) in &mut inner.entries {
+            let changed_since = entry
+                .pod
+                .as_ref()
+                .is_some_and(|pod| pod.changed_at.is_some_and(|at| at >= listed_at));
+            let listed = listed.remove(runtime_id);
+            if !changed_since {
+                entry.pod = listed.map(Arc::new);
+            }
+        }
+        for (runtime_id, record) in listed {
+            inner.entries.entry(runtime_id).or_default().pod = Some(Arc::new(record));
+        }
+        inner.entries.retain(|_, entry| !entry.is_empty());
     }
 
     /// Brings the runtimes in line with a list of anchors (id -> desired state) that began at
     /// `listed_at`: runtimes whose anchor is gone are forgotten, unless the service changed
     /// them after the list began.
     pub fn replace_anchors(&self, listed_at: Instant, anchors: &HashMap<String, DesiredState>) -> Vec<String> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let mut forgotten = Vec::new();
-        for runtime in inner.runtimes.values_mut() {
-            match anchors.get(&runtime.id) {
-                Some(desired) if runtime.changed_at < listed_at => runtime.desired = *desired,
-                None if runtime.changed_at < listed_at => forgotten.push(runtime.id.clone()),
-                _ => {}
+        for (runtime_id, entry) in &mut inner.entries {
+            let Some(runtime) = entry.runtime.as_mut().filter(|r| r.changed_at < listed_at) else {
+                continue;
+            };
+            match anchors.get(runtime_id) {
+                Some(desired) if runtime.desired != *desired => Arc::make_mut(runtime).desired = *desired,
+                Some(_) => {}
+                None => {
+                    inner.sessions.remove(&session_key(&runtime.session_id));
+                    entry.runtime = None;
+                    forgotten.push(runtime_id.clone());
+                }
             }
         }
-        for runtime_id in &forgotten {
-            if let Some(runtime) = inner.runtimes.remove(runtime_id) {
-                inner.sessions.remove(&session_key(&runtime.session_id));
-            }
-        }
+        inner.entries.retain(|_, entry| !entry.is_empty());
         forgotten
     }
 
@@ -294,8 +354,9 @@ impl Store {
         self.lock().ready
     }
 
+    /// How many runtimes there are.
     pub fn len(&self) -> usize {
-        self.lock().runtimes.len()
+        self.lock().entries.values().filter(|e| e.runtime.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -277,6 +277,41 @@ fn concurrent_starts_of_one_session_create_one_runtime() {
     assert_eq!(fake.objects("pods").len(), 1);
 }
 
+/// `/list` is encoded while it is sent, a few runtimes at a time: a list many times that size
+/// arrives whole, in order, without the paused runtimes unless they are asked for.
+#[test]
+fn a_long_list_arrives_whole_and_in_order() {
+    let fake = FakeKube::start();
+    let service = Service::start(&fake, &[]);
+    let ids: Vec<Value> = (0..100)
+        .map(|i| service.post("/start", &json!({"session_id": format!("long-{i}")})).body["runtime_id"].clone())
+        .collect();
+    let paused: Vec<&Value> = ids.iter().step_by(7).collect();
+    for id in &paused {
+        assert_eq!(service.post("/pause", &json!({"runtime_id": id})).code, 200);
+    }
+
+    let all = service.get("/list?include_paused=true");
+    assert_eq!(all.code, 200);
+    let size = all.body.to_string().len();
+    assert!(size > 2 * 16 * 1024, "several chunks: {size} bytes");
+    let listed: Vec<&Value> = all.body["runtimes"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        listed.iter().map(|r| &r["runtime_id"]).collect::<Vec<_>>(),
+        ids.iter().collect::<Vec<_>>()
+    );
+    listed.iter().for_each(|r| assert_runtime_object(r));
+
+    let running: Vec<Value> = service.get("/list").body["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["runtime_id"].clone())
+        .collect();
+    let expected: Vec<Value> = ids.iter().filter(|id| !paused.contains(id)).cloned().collect();
+    assert_eq!(running, expected);
+}
+
 #[test]
 fn list_and_batch_read_from_the_store() {
     let fake = FakeKube::start();
