@@ -1202,11 +1202,14 @@ fn stream_watch(shared: &Shared, request: tiny_http::Request, spec: WatchSpec) {
                     }
                 }
                 last = Some(current);
+                // Only news wakes the waiting: other streams wait on the same condition.
                 let mut state = shared.lock();
                 let sent = state.watches_sent.entry(spec.rt.plural).or_default();
-                *sent = current.max(*sent);
-                drop(state);
-                shared.changed.notify_all();
+                if current > *sent {
+                    *sent = current;
+                    drop(state);
+                    shared.changed.notify_all();
+                }
             }
             Err(expired) => {
                 let line = json!({"type": "ERROR", "object": expired.status});
