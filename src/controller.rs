@@ -56,6 +56,25 @@ fn is_being_deleted(object: &Value) -> bool {
     !object["metadata"]["deletionTimestamp"].is_null()
 }
 
+/// What recovery and the orphan sweep keep of a labelled object: whose it is and its name.
+struct Labelled {
+    resource: Resource,
+    name: String,
+    runtime_id: String,
+    being_deleted: bool,
+}
+
+impl Labelled {
+    fn of(resource: Resource, object: &Value) -> Option<Labelled> {
+        Some(Labelled {
+            resource,
+            name: object["metadata"]["name"].as_str()?.to_string(),
+            runtime_id: runtime_id_of(object)?.to_string(),
+            being_deleted: is_being_deleted(object),
+        })
+    }
+}
+
 impl Controller {
     pub fn new(config: Config, kube: Client, registries: Registries) -> Controller {
         Controller {
@@ -349,26 +368,37 @@ impl Controller {
         let started = Instant::now();
         let listed_at = Instant::now();
         // Owned objects first, anchors second: an object created after its list began has
-        // its anchor in the second list, so it is never taken for an orphan.
-        let pods = self.kube.list(Resource::Pods, MANAGED_SELECTOR)?;
+        // its anchor in the second list, so it is never taken for an orphan. Each list keeps
+        // only what recovery needs of an object.
+        let pods = self.kube.list_kept(Resource::Pods, MANAGED_SELECTOR, |pod| {
+            Some((Labelled::of(Resource::Pods, &pod)?, PodRecord::of(&pod)))
+        })?;
         let mut owned = Vec::new();
         for resource in self.owned_kinds() {
-            owned.push((resource, self.kube.list(resource, MANAGED_SELECTOR)?.items));
+            let objects = self
+                .kube
+                .list_kept(resource, MANAGED_SELECTOR, |o| Labelled::of(resource, &o))?;
+            owned.push((resource, objects.items));
         }
-        let anchors = self.kube.list(Resource::Secrets, MANAGED_SELECTOR)?;
+        let anchors = self.kube.list_kept(Resource::Secrets, MANAGED_SELECTOR, |anchor| {
+            if is_being_deleted(&anchor) {
+                return None;
+            }
+            Some(manifests::runtime_from_anchor(&anchor).map_err(|why| {
+                let name = anchor["metadata"]["name"].as_str().unwrap_or_default();
+                log::error!("the anchor {name} cannot be read ({why}); leaving its runtime alone");
+                runtime_id_of(&anchor).map(str::to_string)
+            }))
+        })?;
 
         let mut runtimes = HashMap::new();
         let mut unreadable = HashSet::new();
-        for anchor in anchors.items.iter().filter(|a| !is_being_deleted(a)) {
-            match manifests::runtime_from_anchor(anchor) {
+        for read in anchors.items {
+            match read {
                 Ok(runtime) => {
                     runtimes.insert(runtime.id.clone(), runtime);
                 }
-                Err(why) => {
-                    let name = anchor["metadata"]["name"].as_str().unwrap_or_default();
-                    log::error!("the anchor {name} cannot be read ({why}); leaving its runtime alone");
-                    unreadable.extend(runtime_id_of(anchor).map(str::to_string));
-                }
+                Err(runtime_id) => unreadable.extend(runtime_id),
             }
         }
         let has_anchor = |id: &str| runtimes.contains_key(id) || unreadable.contains(id);
@@ -376,13 +406,13 @@ impl Controller {
         self.delete_orphans(
             pods.items
                 .iter()
-                .map(|pod| (Resource::Pods, pod))
-                .chain(owned.iter().flat_map(|(r, items)| items.iter().map(move |o| (*r, o)))),
+                .map(|(pod, _)| pod)
+                .chain(owned.iter().flat_map(|(_, objects)| objects)),
             &has_anchor,
         );
         // A start interrupted by a crash left its anchor without some of what it owns.
-        for (resource, items) in &owned {
-            let present: HashSet<&str> = items.iter().filter_map(runtime_id_of).collect();
+        for (resource, objects) in &owned {
+            let present: HashSet<&str> = objects.iter().map(|o| o.runtime_id.as_str()).collect();
             for runtime in runtimes.values().filter(|r| !present.contains(r.id.as_str())) {
                 if let Some(manifest) = self.manifest(*resource, runtime) {
                     log::info!("runtime {}: creating its missing {}", runtime.id, resource.plural());
@@ -391,12 +421,11 @@ impl Controller {
             }
         }
 
-        let mut records = HashMap::new();
-        for pod in &pods.items {
-            if let (Some(id), Some(record)) = (runtime_id_of(pod), PodRecord::of(pod)) {
-                records.insert(id.to_string(), record);
-            }
-        }
+        let records = pods
+            .items
+            .into_iter()
+            .filter_map(|(pod, record)| Some((pod.runtime_id, record?)))
+            .collect();
         let count = runtimes.len();
         for runtime in runtimes.into_values() {
             self.store.insert(runtime, None);
@@ -413,18 +442,22 @@ impl Controller {
     /// Deletes labelled objects whose runtime has no anchor (and is not being started).
     fn delete_orphans<'a>(
         &self,
-        objects: impl Iterator<Item = (Resource, &'a Value)>,
+        objects: impl Iterator<Item = &'a Labelled>,
         has_anchor: &dyn Fn(&str) -> bool,
     ) -> usize {
         let mut deleted = 0;
-        for (resource, object) in objects {
-            let Some(id) = runtime_id_of(object) else { continue };
-            if has_anchor(id) || self.store.is_known(id) || is_being_deleted(object) {
+        for Labelled {
+            resource,
+            name,
+            runtime_id,
+            being_deleted,
+        } in objects
+        {
+            if *being_deleted || has_anchor(runtime_id) || self.store.is_known(runtime_id) {
                 continue;
             }
-            let name = object["metadata"]["name"].as_str().unwrap_or_default();
             log::info!("deleting {} {name}: its runtime's anchor is gone", resource.plural());
-            match self.kube.delete(resource, name, PropagationPolicy::Background) {
+            match self.kube.delete(*resource, name, PropagationPolicy::Background) {
                 Ok(_) => deleted += 1,
                 Err(error) => log::warn!("cannot delete the orphaned {} {name}: {error}", resource.plural()),
             }
@@ -436,18 +469,20 @@ impl Controller {
     pub fn sweep_orphans(&self) -> Result<usize, KubeError> {
         let mut objects = Vec::new();
         for resource in [Resource::Pods].into_iter().chain(self.owned_kinds()) {
-            for object in self.kube.list(resource, MANAGED_SELECTOR)?.items {
-                objects.push((resource, object));
-            }
+            let listed = self
+                .kube
+                .list_kept(resource, MANAGED_SELECTOR, |o| Labelled::of(resource, &o))?;
+            objects.extend(listed.items);
         }
         let anchors: HashSet<String> = self
             .kube
-            .list(Resource::Secrets, MANAGED_SELECTOR)?
+            .list_kept(Resource::Secrets, MANAGED_SELECTOR, |a| {
+                runtime_id_of(&a).map(str::to_string)
+            })?
             .items
-            .iter()
-            .filter_map(|a| runtime_id_of(a).map(str::to_string))
+            .into_iter()
             .collect();
-        Ok(self.delete_orphans(objects.iter().map(|(r, o)| (*r, o)), &|id| anchors.contains(id)))
+        Ok(self.delete_orphans(objects.iter(), &|id| anchors.contains(id)))
     }
 
     /// Follows the sandbox pods forever, from the resourceVersion of the last list.
@@ -557,25 +592,20 @@ impl Controller {
 
     fn relist_pods(&self) -> Result<String, KubeError> {
         let listed_at = Instant::now();
-        let pods = self.kube.list(Resource::Pods, MANAGED_SELECTOR)?;
-        let records = pods
-            .items
-            .iter()
-            .filter_map(|pod| Some((runtime_id_of(pod)?.to_string(), PodRecord::of(pod)?)))
-            .collect();
-        self.store.replace_pods(listed_at, records);
+        let pods = self.kube.list_kept(Resource::Pods, MANAGED_SELECTOR, |pod| {
+            Some((runtime_id_of(&pod)?.to_string(), PodRecord::of(&pod)?))
+        })?;
+        self.store.replace_pods(listed_at, pods.items.into_iter().collect());
         Ok(pods.resource_version)
     }
 
     fn relist_anchors(&self) -> Result<String, KubeError> {
         let listed_at = Instant::now();
-        let anchors = self.kube.list(Resource::Secrets, MANAGED_SELECTOR)?;
-        let desired = anchors
-            .items
-            .iter()
-            .filter(|anchor| !is_being_deleted(anchor))
-            .filter_map(|anchor| Some((runtime_id_of(anchor)?.to_string(), manifests::desired_state_of(anchor)?)))
-            .collect();
+        let anchors = self.kube.list_kept(Resource::Secrets, MANAGED_SELECTOR, |anchor| {
+            let desired = manifests::desired_state_of(&anchor).filter(|_| !is_being_deleted(&anchor))?;
+            Some((runtime_id_of(&anchor)?.to_string(), desired))
+        })?;
+        let desired = anchors.items.into_iter().collect();
         for runtime_id in self.store.replace_anchors(listed_at, &desired) {
             log::info!("runtime {runtime_id}: its anchor is gone; garbage collection removes the rest");
         }

@@ -25,8 +25,9 @@ const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount
 const DEFAULT_NAMESPACE: &str = "openhands";
 /// Projected service-account tokens rotate hourly; client-go re-reads them every minute.
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
-/// Page size for lists, as kubectl uses: bounds one response without many round trips.
-const LIST_PAGE_SIZE: u32 = 500;
+/// Page size for lists. A page is held whole as JSON values while it is read: 100 pods are a
+/// few MiB, 500 (what kubectl asks for) would double the service's memory at 5,000 runtimes.
+const LIST_PAGE_SIZE: u32 = 100;
 /// A list of thousands of pods is several MiB; anything beyond this is not a sane answer.
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 /// How long past its own timeout a silent watch stream is waited for.
@@ -424,10 +425,11 @@ pub struct ListPage {
     pub continue_token: Option<String>,
 }
 
-/// Every object matching a selector, and the `resourceVersion` a watch can start from.
+/// Every object matching a selector (or what was kept of each), and the `resourceVersion` a
+/// watch can start from.
 #[derive(Debug, Clone, Default)]
-pub struct ObjectList {
-    pub items: Vec<Value>,
+pub struct ObjectList<T = Value> {
+    pub items: Vec<T>,
     pub resource_version: String,
 }
 
@@ -540,16 +542,28 @@ impl Client {
 
     /// Every object matching `label_selector`, fetched page by page.
     pub fn list(&self, resource: Resource, label_selector: &str) -> Result<ObjectList, KubeError> {
+        self.list_kept(resource, label_selector, Some)
+    }
+
+    /// What `keep` makes of every object matching `label_selector`, applied to each page as it
+    /// arrives: only one page of whole objects is held at a time, where a list of thousands of
+    /// pods would be hundreds of MiB as JSON values.
+    pub fn list_kept<T>(
+        &self,
+        resource: Resource,
+        label_selector: &str,
+        mut keep: impl FnMut(Value) -> Option<T>,
+    ) -> Result<ObjectList<T>, KubeError> {
         let first = self.list_page(resource, label_selector, Some(LIST_PAGE_SIZE), None)?;
         let mut all = ObjectList {
-            items: first.items,
+            items: first.items.into_iter().filter_map(&mut keep).collect(),
             resource_version: first.resource_version,
         };
         let mut next = first.continue_token;
         while let Some(token) = next {
             match self.list_page(resource, label_selector, Some(LIST_PAGE_SIZE), Some(&token)) {
                 Ok(page) => {
-                    all.items.extend(page.items);
+                    all.items.extend(page.items.into_iter().filter_map(&mut keep));
                     next = page.continue_token;
                 }
                 // The snapshot behind the token is gone; like client-go's pager, fall back
@@ -557,7 +571,7 @@ impl Client {
                 Err(KubeError::Expired(_)) => {
                     let whole = self.list_page(resource, label_selector, None, None)?;
                     return Ok(ObjectList {
-                        items: whole.items,
+                        items: whole.items.into_iter().filter_map(keep).collect(),
                         resource_version: whole.resource_version,
                     });
                 }

@@ -404,9 +404,9 @@ fn lists_follow_continue_tokens_and_survive_expiry() {
     names.dedup();
     assert_eq!(names.len(), 1203, "no object twice");
     let pages: Vec<String> = fake.requests().iter().map(|r| r.query.clone()).collect();
-    assert_eq!(pages.len(), 3);
-    assert!(pages.iter().all(|q| q.contains("limit=500")));
-    assert_eq!(pages.iter().filter(|q| q.contains("continue=")).count(), 2);
+    assert_eq!(pages.len(), 13, "pages of 100");
+    assert!(pages.iter().all(|q| q.contains("limit=100")));
+    assert_eq!(pages.iter().filter(|q| q.contains("continue=")).count(), 12);
 
     let page = client.list_page(Resource::Secrets, "", Some(2), None).unwrap();
     assert_eq!(page.items.len(), 2);
