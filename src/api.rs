@@ -9,11 +9,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::config::Config;
 use crate::controller::{Controller, Started};
 use crate::error::Error;
-use crate::runtime::Status;
-use crate::store::Snapshot;
+use crate::runtime::DesiredState;
+use crate::store::{EncodedView, Snapshot};
 
 /// Bodies above this are refused with 413 (a start request is a few KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -114,12 +113,15 @@ impl Reply<'_> {
 
 /// The `/list` answer, encoded a few runtimes at a time as the client reads it: however many
 /// runtimes there are, a request holds their snapshots and a few KiB of JSON, never the whole
-/// answer, and the store's lock is held only to take the snapshots.
+/// answer. The store's lock is held to take the snapshots and, after each chunk, to keep the
+/// views encoded in it for the next list (see `EncodedView`).
 struct ListBody<'a> {
     runtimes: std::vec::IntoIter<Snapshot>,
     include_paused: bool,
-    config: &'a Config,
+    controller: &'a Controller,
     now: SystemTime,
+    /// Views encoded for this answer, for the store to keep.
+    fresh: Vec<EncodedView>,
     /// Encoded and not yet read, from `read_from`.
     encoded: Vec<u8>,
     read_from: usize,
@@ -128,12 +130,13 @@ struct ListBody<'a> {
 }
 
 impl<'a> ListBody<'a> {
-    fn new(runtimes: Vec<Snapshot>, include_paused: bool, config: &'a Config, now: SystemTime) -> ListBody<'a> {
+    fn new(controller: &'a Controller, include_paused: bool, now: SystemTime) -> ListBody<'a> {
         ListBody {
-            runtimes: runtimes.into_iter(),
+            runtimes: controller.store().all().into_iter(),
             include_paused,
-            config,
+            controller,
             now,
+            fresh: Vec::new(),
             encoded: b"{\"runtimes\":[".to_vec(),
             read_from: 0,
             started: false,
@@ -154,15 +157,25 @@ impl<'a> ListBody<'a> {
                 self.finished = true;
                 break;
             };
-            let view = snapshot.view(self.config, self.now);
-            if view.status == Status::Paused && !self.include_paused {
+            if snapshot.runtime.desired == DesiredState::Paused && !self.include_paused {
                 continue;
             }
             if self.started {
                 self.encoded.push(b',');
             }
             self.started = true;
-            serde_json::to_writer(&mut self.encoded, &view)?;
+            match &snapshot.encoded {
+                Some(encoded) => self.encoded.extend_from_slice(&encoded.json),
+                None => {
+                    let start = self.encoded.len();
+                    let view = snapshot.view(self.controller.config(), self.now);
+                    serde_json::to_writer(&mut self.encoded, &view)?;
+                    self.fresh.extend(EncodedView::of(&snapshot, &self.encoded[start..]));
+                }
+            }
+        }
+        if !self.fresh.is_empty() {
+            self.controller.store().keep_encoded(std::mem::take(&mut self.fresh));
         }
         Ok(true)
     }
@@ -314,7 +327,7 @@ fn answer<'a>(controller: &'a Controller, request: &mut Request, path: &str, que
                 .any(|v| v == "true" || v == "1");
             Ok(Reply {
                 code: 200,
-                body: Body::List(ListBody::new(store.all(), include_paused, config, now)),
+                body: Body::List(ListBody::new(controller, include_paused, now)),
             })
         }
         Endpoint::Runtime(id) => {

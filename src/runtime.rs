@@ -262,14 +262,10 @@ impl Runtime {
         let observation = pod.map_or(&NO_POD, |p| &p.observation);
         let pod_status = observation.status_at(now, config.image_pull_grace);
         let status = self.status(pod_status);
-        let host = |prefix: &str| {
-            format!(
-                "{}://{prefix}{}.{}",
-                config.url_scheme,
-                self.session_id.to_lowercase(),
-                config.base_domain
-            )
-        };
+        let session = self.session_id.to_lowercase();
+        // Views are built thousands at a time for `/list`: joining slices costs one allocation
+        // and none of the formatting machinery.
+        let host = |prefix: &str| [&config.url_scheme, "://", prefix, &session, ".", &config.base_domain].concat();
         RuntimeView {
             runtime_id: self.id.clone(),
             session_id: self.session_id.clone(),

@@ -40,6 +40,8 @@ struct Inner {
 struct Entry {
     runtime: Option<Arc<Runtime>>,
     pod: Option<Arc<PodRecord>>,
+    /// The runtime's JSON as the last `/list` encoded it; see `EncodedView`.
+    encoded: Option<Arc<EncodedView>>,
 }
 
 impl Entry {
@@ -51,6 +53,7 @@ impl Entry {
         Some(Snapshot {
             runtime: self.runtime.clone()?,
             pod: self.pod.clone(),
+            encoded: self.encoded.clone().filter(|encoded| encoded.is_current(self)),
         })
     }
 
@@ -73,6 +76,47 @@ impl Entry {
 pub struct Snapshot {
     pub runtime: Arc<Runtime>,
     pub pod: Option<Arc<PodRecord>>,
+    /// Its JSON, if a `/list` encoded this very runtime and pod before.
+    pub encoded: Option<Arc<EncodedView>>,
+}
+
+/// A runtime's JSON as `/list` sends it, with the runtime and pod it was encoded from. Most
+/// runtimes do not change between two lists, and encoding thousands of views is most of a
+/// list's work, so the JSON is kept in the store. It is current while the store holds these
+/// very two: any change puts a new runtime or pod in place (holding them here makes
+/// `Arc::make_mut` copy rather than change them in place).
+pub struct EncodedView {
+    runtime: Arc<Runtime>,
+    pod: Option<Arc<PodRecord>>,
+    pub json: Box<[u8]>,
+}
+
+impl EncodedView {
+    /// `None` for a view that changes with time alone (an image pull failing within its grace).
+    pub fn of(snapshot: &Snapshot, json: &[u8]) -> Option<EncodedView> {
+        let timeless = snapshot
+            .pod
+            .as_ref()
+            .is_none_or(|pod| pod.observation.pull_failing_since.is_none());
+        timeless.then(|| EncodedView {
+            runtime: snapshot.runtime.clone(),
+            pod: snapshot.pod.clone(),
+            json: json.into(),
+        })
+    }
+
+    fn is_current(&self, entry: &Entry) -> bool {
+        let same_pod = match (&self.pod, &entry.pod) {
+            (Some(mine), Some(now)) => Arc::ptr_eq(mine, now),
+            (None, None) => true,
+            _ => false,
+        };
+        same_pod
+            && entry
+                .runtime
+                .as_ref()
+                .is_some_and(|now| Arc::ptr_eq(&self.runtime, now))
+    }
 }
 
 impl Snapshot {
@@ -233,9 +277,28 @@ impl Store {
 
     /// Every runtime and its pod, oldest runtime first.
     pub fn all(&self) -> Vec<Snapshot> {
-        let mut all: Vec<Snapshot> = self.lock().entries.values().filter_map(Entry::snapshot).collect();
-        all.sort_by(|a, b| (a.runtime.created_at, &a.runtime.id).cmp(&(b.runtime.created_at, &b.runtime.id)));
-        all
+        let mut all: Vec<(SystemTime, Snapshot)> = self
+            .lock()
+            .entries
+            .values()
+            .filter_map(|entry| Some((entry.runtime.as_ref()?.created_at, entry.snapshot()?)))
+            .collect();
+        // The creation time sits beside each snapshot: sorting thousands compares it without
+        // following a pointer; the id (behind one) only settles ties.
+        all.sort_unstable_by(|(a_at, a), (b_at, b)| a_at.cmp(b_at).then_with(|| a.runtime.id.cmp(&b.runtime.id)));
+        all.into_iter().map(|(_, snapshot)| snapshot).collect()
+    }
+
+    /// Keeps views `/list` has just encoded for the next one, unless their runtime changed since.
+    pub fn keep_encoded(&self, views: Vec<EncodedView>) {
+        let mut inner = self.lock();
+        for view in views {
+            if let Some(entry) = inner.entries.get_mut(&view.runtime.id) {
+                if view.is_current(entry) {
+                    entry.encoded = Some(Arc::new(view));
+                }
+            }
+        }
     }
 
     /// The runtime of each session id and its pod, in order; `None` for an unknown one.

@@ -4,6 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::schema::example;
 use support::service::{base_env, spawn};
 use support::{API_KEY, BASE_DOMAIN, FakeKube, Service};
 
@@ -278,7 +279,8 @@ fn concurrent_starts_of_one_session_create_one_runtime() {
 }
 
 /// `/list` is encoded while it is sent, a few runtimes at a time: a list many times that size
-/// arrives whole, in order, without the paused runtimes unless they are asked for.
+/// arrives whole, in order, without the paused runtimes unless they are asked for. Each
+/// runtime's JSON is kept for the next list, which must still show every change since.
 #[test]
 fn a_long_list_arrives_whole_and_in_order() {
     let fake = FakeKube::start();
@@ -286,6 +288,11 @@ fn a_long_list_arrives_whole_and_in_order() {
     let ids: Vec<Value> = (0..100)
         .map(|i| service.post("/start", &json!({"session_id": format!("long-{i}")})).body["runtime_id"].clone())
         .collect();
+    service.wait_for_status("long-99", "running");
+    let first = service.get("/list").body;
+    assert_eq!(first["runtimes"].as_array().map(Vec::len), Some(100));
+    assert_eq!(first["runtimes"][0]["status"], "running");
+
     let paused: Vec<&Value> = ids.iter().step_by(7).collect();
     for id in &paused {
         assert_eq!(service.post("/pause", &json!({"runtime_id": id})).code, 200);
@@ -301,6 +308,7 @@ fn a_long_list_arrives_whole_and_in_order() {
         ids.iter().collect::<Vec<_>>()
     );
     listed.iter().for_each(|r| assert_runtime_object(r));
+    assert_eq!(listed[0]["status"], "paused", "listed as running before, paused since");
 
     let running: Vec<Value> = service.get("/list").body["runtimes"]
         .as_array()
@@ -310,6 +318,20 @@ fn a_long_list_arrives_whole_and_in_order() {
         .collect();
     let expected: Vec<Value> = ids.iter().filter(|id| !paused.contains(id)).cloned().collect();
     assert_eq!(running, expected);
+
+    // A pod that changes after a list is listed as it is now.
+    let crashing = format!("runtime-{}", ids[1].as_str().unwrap());
+    assert!(fake.set_pod_status(&crashing, example("podstatus-crashloopbackoff.json")));
+    service.wait_for_status("long-1", "error");
+    let listed = service.get("/list").body;
+    assert_eq!(listed["runtimes"][0]["runtime_id"], ids[1]);
+    assert_eq!(
+        (
+            listed["runtimes"][0]["status"].as_str(),
+            listed["runtimes"][0]["pod_status"].as_str()
+        ),
+        (Some("error"), Some("crashloopbackoff"))
+    );
 }
 
 #[test]
