@@ -13,6 +13,7 @@ use openhands_k8s_runtime::registry::Registries;
 const CONVERGE_INTERVAL: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Config::from_env(&|name| std::env::var(name).ok()) {
         Ok(config) => config,
@@ -67,6 +68,21 @@ fn main() -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// glibc gives each thread that allocates an arena of its own (up to eight per core), and what
+/// is freed in one arena is not reused by another: with 16 workers and 5,000 runtimes the
+/// service kept a third more memory than it used. Two arenas serve the few cores it runs on.
+/// (The static musl build has a single heap.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 /// Rebuilds the store from the cluster, then follows the cluster for as long as the service
 /// runs: two watches (pods, anchors) and a loop that converges and sweeps.
