@@ -375,10 +375,7 @@ impl Controller {
         })?;
         let mut owned = Vec::new();
         for resource in self.owned_kinds() {
-            let objects = self
-                .kube
-                .list_kept(resource, MANAGED_SELECTOR, |o| Labelled::of(resource, &o))?;
-            owned.push((resource, objects.items));
+            owned.push((resource, self.list_labelled(resource)?));
         }
         let anchors = self.kube.list_kept(Resource::Secrets, MANAGED_SELECTOR, |anchor| {
             if is_being_deleted(&anchor) {
@@ -439,6 +436,14 @@ impl Controller {
         })
     }
 
+    /// Every labelled object of `resource`, as recovery and the sweep need it.
+    fn list_labelled(&self, resource: Resource) -> Result<Vec<Labelled>, KubeError> {
+        let listed = self
+            .kube
+            .list_kept(resource, MANAGED_SELECTOR, |object| Labelled::of(resource, &object))?;
+        Ok(listed.items)
+    }
+
     /// Deletes labelled objects whose runtime has no anchor (and is not being started).
     fn delete_orphans<'a>(
         &self,
@@ -469,10 +474,7 @@ impl Controller {
     pub fn sweep_orphans(&self) -> Result<usize, KubeError> {
         let mut objects = Vec::new();
         for resource in [Resource::Pods].into_iter().chain(self.owned_kinds()) {
-            let listed = self
-                .kube
-                .list_kept(resource, MANAGED_SELECTOR, |o| Labelled::of(resource, &o))?;
-            objects.extend(listed.items);
+            objects.extend(self.list_labelled(resource)?);
         }
         let anchors: HashSet<String> = self
             .kube
