@@ -60,6 +60,11 @@ impl PodObservation {
             _ => self.status,
         }
     }
+
+    /// Whether `status_at` can change with time alone, the pod unchanged.
+    pub fn depends_on_time(&self) -> bool {
+        self.pull_failing_since.is_some()
+    }
 }
 
 /// What the service knows of a runtime's pod (no record: there is no pod).

@@ -97,7 +97,7 @@ impl EncodedView {
         let timeless = snapshot
             .pod
             .as_ref()
-            .is_none_or(|pod| pod.observation.pull_failing_since.is_none());
+            .is_none_or(|pod| !pod.observation.depends_on_time());
         timeless.then(|| EncodedView {
             runtime: snapshot.runtime.clone(),
             pod: snapshot.pod.clone(),
