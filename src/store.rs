@@ -416,13 +416,4 @@ impl Store {
     pub fn is_ready(&self) -> bool {
         self.lock().ready
     }
-
-    /// How many runtimes there are.
-    pub fn len(&self) -> usize {
-        self.lock().entries.values().filter(|e| e.runtime.is_some()).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
