@@ -956,7 +956,7 @@ impl Cluster {
                 }
                 continue;
             }
-            if self.kubelet_frozen || progress.settled {
+            if self.kubelet_frozen {
                 continue;
             }
             let mut pod = self.objects[&key].clone();
