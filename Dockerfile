@@ -5,6 +5,8 @@ RUN apk add --no-cache musl-dev ca-certificates
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# tiny_http with a fix of its own (vendor/tiny_http/PATCHED.md).
+COPY vendor ./vendor
 # Alpine's Rust targets musl and links statically.
 RUN cargo build --release --locked --bin openhands-k8s-runtime
 

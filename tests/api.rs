@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use support::schema::example;
 use support::service::{base_env, spawn};
@@ -253,7 +255,7 @@ fn start_is_idempotent_per_session_and_case_twins_conflict() {
 #[test]
 fn concurrent_starts_of_one_session_create_one_runtime() {
     let fake = FakeKube::start();
-    fake.set_latency(std::time::Duration::from_millis(30));
+    fake.set_latency(Duration::from_millis(30));
     let service = Service::start(&fake, &[]);
     let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..6)
@@ -276,6 +278,45 @@ fn concurrent_starts_of_one_session_create_one_runtime() {
     );
     assert_eq!(fake.objects("secrets").len(), 1);
     assert_eq!(fake.objects("pods").len(), 1);
+}
+
+/// The OpenHands clients keep a pool of keep-alive connections and may open several at once.
+/// Each must be answered while the others stay open (tiny_http 0.12 could strand one of them
+/// until another closed; see vendor/tiny_http/PATCHED.md).
+#[test]
+fn clients_that_connect_at_once_are_all_answered() {
+    use std::io::{Read, Write};
+    const CLIENTS: usize = 16;
+    let fake = FakeKube::start();
+    let service = Service::start(&fake, &[]);
+    let address = service.url.trim_start_matches("http://").to_string();
+    for round in 0..20 {
+        let barrier = std::sync::Barrier::new(CLIENTS);
+        let answers: Vec<(String, std::net::TcpStream)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let mut connection = std::net::TcpStream::connect(&address).unwrap();
+                        connection.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        connection
+                            .write_all(b"GET /liveness HTTP/1.1\r\nHost: runtime\r\n\r\n")
+                            .unwrap();
+                        let mut head = [0; 12];
+                        let read = connection.read(&mut head).unwrap_or(0);
+                        // The connection stays open until every client has its answer.
+                        (String::from_utf8_lossy(&head[..read]).into_owned(), connection)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let unanswered = answers.iter().filter(|(head, _)| head != "HTTP/1.1 200").count();
+        assert_eq!(
+            unanswered, 0,
+            "round {round}: {unanswered} of {CLIENTS} connections got no answer"
+        );
+    }
 }
 
 /// `/list` is encoded while it is sent, a few runtimes at a time: a list many times that size
