@@ -597,9 +597,16 @@ impl Drop for FakeKube {
 struct Reply {
     code: u16,
     content_type: &'static str,
-    body: String,
+    body: Body,
     headers: Vec<(&'static str, String)>,
     special: Option<Special>,
+}
+
+/// A body as sent, or as JSON still to encode: a list is encoded once the state lock is
+/// released, since a page of pods is large and other requests would wait for it.
+enum Body {
+    Text(String),
+    Json(Value),
 }
 
 /// Answers that are not one body.
@@ -621,9 +628,17 @@ struct WatchSpec {
 impl Reply {
     fn json(code: u16, body: &Value) -> Reply {
         Reply {
+            body: Body::Text(body.to_string()),
+            ..Reply::unencoded(code, Value::Null)
+        }
+    }
+
+    /// A JSON answer encoded after the lock is released.
+    fn unencoded(code: u16, body: Value) -> Reply {
+        Reply {
             code,
             content_type: "application/json",
-            body: body.to_string(),
+            body: Body::Json(body),
             headers: Vec::new(),
             special: None,
         }
@@ -633,7 +648,7 @@ impl Reply {
         Reply {
             code,
             content_type: "text/plain; charset=utf-8",
-            body: text.to_string(),
+            body: Body::Text(text.to_string()),
             headers: vec![("X-Content-Type-Options", "nosniff".to_string())],
             special: None,
         }
@@ -733,7 +748,11 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
         None => {}
     }
 
-    let mut response = tiny_http::Response::from_string(reply.body).with_status_code(reply.code);
+    let body = match reply.body {
+        Body::Text(text) => text,
+        Body::Json(value) => value.to_string(),
+    };
+    let mut response = tiny_http::Response::from_string(body).with_status_code(reply.code);
     let mut headers = reply.headers;
     headers.push(("Content-Type", reply.content_type.to_string()));
     headers.push(("Cache-Control", "no-cache, private".to_string()));
@@ -1001,10 +1020,11 @@ fn list(cluster: &Cluster, rt: &'static ResourceType, namespace: &str, query: &s
             if let Some(remaining) = page.remaining {
                 metadata["remainingItemCount"] = json!(remaining);
             }
-            Reply::json(
-                200,
-                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": metadata, "items": page.items}),
-            )
+            let mut list =
+                json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": metadata});
+            // Moved in: `json!` would copy every item through serde.
+            list["items"] = Value::Array(page.items);
+            Reply::unencoded(200, list)
         }
         Err(error) => Reply::error(error),
     }
