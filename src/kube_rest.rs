@@ -19,7 +19,7 @@ use ureq::http::{self, Method};
 use ureq::tls::TlsConfig;
 
 use crate::config::{ConfigError, is_dns_label};
-use crate::http_client::{certificates_in, percent_encode, query_string, tls_trusting};
+use crate::http_client::{agent_config, certificates_in, percent_encode, query_string, tls_trusting};
 
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const DEFAULT_NAMESPACE: &str = "openhands";
@@ -453,8 +453,7 @@ impl fmt::Debug for Client {
 
 impl Client {
     pub fn new(config: &Config) -> Result<Client, ConfigError> {
-        let mut agent_config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
+        let mut agent_config = agent_config()
             .timeout_connect(Some(config.timeouts.connect))
             .timeout_global(Some(config.timeouts.call))
             .user_agent(USER_AGENT)

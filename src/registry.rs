@@ -12,7 +12,7 @@ use ureq::http::{self, Method};
 
 use crate::base64;
 use crate::config::ConfigError;
-use crate::http_client::{certificates_in, query_string, tls_trusting};
+use crate::http_client::{agent_config, certificates_in, query_string, tls_trusting};
 
 /// Every manifest type a runtime could pull: OCI and Docker, single-platform and multi-platform.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
@@ -207,8 +207,7 @@ impl Registries {
             );
         }
         let tls = tls_trusting(certificates);
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
+        let agent = agent_config()
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(15)))
             .tls_config(tls)
