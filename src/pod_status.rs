@@ -135,14 +135,17 @@ pub fn observe(pod: Option<&Value>) -> PodObservation {
         restart_reasons: restart_reasons.clone(),
         pull_failing_since: None,
     };
+    // A container that has restarted says why it last ended: while it runs again between two
+    // back-offs, that is the only reason to be seen.
+    let with_last_termination = |detail: Option<String>| match (detail, &last_termination) {
+        (Some(detail), Some(last)) => Some(format!("{detail}; last termination: {last}")),
+        (None, Some(last)) => Some(format!("last termination: {last}")),
+        (detail, None) => detail,
+    };
     let phase = status["phase"].as_str().unwrap_or_default();
 
     if let Some(detail) = waiting(&["CrashLoopBackOff"]) {
-        let detail = match &last_termination {
-            Some(last) => format!("{detail}; last termination: {last}"),
-            None => detail,
-        };
-        return observation(PodStatus::CrashLoopBackOff, Some(detail));
+        return observation(PodStatus::CrashLoopBackOff, with_last_termination(Some(detail)));
     }
     if let Some(detail) = waiting(&FATAL_WAITING) {
         return observation(PodStatus::Failed, Some(detail));
@@ -188,7 +191,7 @@ pub fn observe(pod: Option<&Value>) -> PodObservation {
                     .as_str()
                     .map(|reason| with_message(reason, c["message"].as_str()))
             });
-            observation(PodStatus::Running, detail)
+            observation(PodStatus::Running, with_last_termination(detail))
         }
         _ => {
             let detail = status["reason"]
@@ -294,6 +297,27 @@ mod tests {
         assert_eq!(
             seen.detail.as_deref(),
             Some("Evicted: The node was low on resource: memory.")
+        );
+    }
+
+    #[test]
+    fn a_restarted_container_running_again_says_how_it_last_ended() {
+        let status = json!({"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                "message": "containers with unready status: [agent]"}],
+            "containerStatuses": [{"name": "agent", "restartCount": 3, "ready": false,
+                "state": {"running": {"startedAt": "2025-03-04T10:15:50Z"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]});
+        let seen = observe(Some(&pod("2025-03-04T10:15:00Z", status)));
+        assert_eq!(
+            (seen.status, seen.detail.as_deref(), seen.restart_count),
+            (
+                PodStatus::Running,
+                Some(
+                    "ContainersNotReady: containers with unready status: [agent]; last termination: Error (exit code 1)"
+                ),
+                3
+            )
         );
     }
 
