@@ -11,7 +11,6 @@ use tiny_http::{Header, Method, Request, Response};
 
 use crate::controller::{Controller, Started};
 use crate::error::Error;
-use crate::runtime::DesiredState;
 use crate::store::{EncodedView, Snapshot};
 
 /// Bodies above this are refused with 413 (a start request is a few KiB).
@@ -157,7 +156,7 @@ impl<'a> ListBody<'a> {
                 self.finished = true;
                 break;
             };
-            if snapshot.runtime.desired == DesiredState::Paused && !self.include_paused {
+            if snapshot.runtime.is_paused() && !self.include_paused {
                 continue;
             }
             if self.started {

@@ -250,7 +250,7 @@ impl Controller {
     /// `POST /pause`: deletes the pod only; everything else stays for `/resume`.
     pub fn pause(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
         let (runtime, _session) = self.lock_runtime(runtime_id)?;
-        if runtime.desired == DesiredState::Paused {
+        if runtime.is_paused() {
             return self.view_of(runtime_id);
         }
         self.record_desired_state(&runtime, DesiredState::Paused)?;

@@ -245,6 +245,12 @@ pub struct Runtime {
 static NO_POD: PodObservation = PodObservation::new(PodStatus::NotFound);
 
 impl Runtime {
+    /// Whether a client (or an operator, on the anchor) asked for the runtime to be paused; it
+    /// then reads `paused` whatever its pod still does, and `/list` leaves it out.
+    pub fn is_paused(&self) -> bool {
+        self.desired == DesiredState::Paused
+    }
+
     /// `status` from the desired state and `pod_status` (SPEC §4).
     pub fn status(&self, pod_status: PodStatus) -> Status {
         match self.desired {
