@@ -626,31 +626,29 @@ struct WatchSpec {
 }
 
 impl Reply {
-    fn json(code: u16, body: &Value) -> Reply {
-        Reply {
-            body: Body::Text(body.to_string()),
-            ..Reply::unencoded(code, Value::Null)
-        }
-    }
-
-    /// A JSON answer encoded after the lock is released.
-    fn unencoded(code: u16, body: Value) -> Reply {
+    fn new(code: u16, content_type: &'static str, body: Body) -> Reply {
         Reply {
             code,
-            content_type: "application/json",
-            body: Body::Json(body),
+            content_type,
+            body,
             headers: Vec::new(),
             special: None,
         }
     }
 
+    fn json(code: u16, body: &Value) -> Reply {
+        Reply::new(code, "application/json", Body::Text(body.to_string()))
+    }
+
+    /// A JSON answer encoded after the lock is released.
+    fn unencoded(code: u16, body: Value) -> Reply {
+        Reply::new(code, "application/json", Body::Json(body))
+    }
+
     fn text(code: u16, text: &str) -> Reply {
         Reply {
-            code,
-            content_type: "text/plain; charset=utf-8",
-            body: Body::Text(text.to_string()),
             headers: vec![("X-Content-Type-Options", "nosniff".to_string())],
-            special: None,
+            ..Reply::new(code, "text/plain; charset=utf-8", Body::Text(text.to_string()))
         }
     }
 
