@@ -102,10 +102,7 @@ struct Service {
 impl Service {
     fn start(binary: &Path, fake: &FakeKube, dir: &Path) -> Service {
         std::fs::write(dir.join("token"), TOKEN).expect("write the token");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = support::free_port();
         let env: Vec<(String, String)> = [
             ("API_KEY", API_KEY.to_string()),
             ("KUBE_API_URL", fake.url().to_string()),

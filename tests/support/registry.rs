@@ -3,7 +3,6 @@
 //! TLS. Images are pushed over its HTTP API as `docker push` would.
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -60,19 +59,12 @@ pub fn binary() -> Result<PathBuf, String> {
         .ok_or_else(|| "no registry binary: install Debian's docker-registry package (or set REGISTRY_BINARY)".into())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl LocalRegistry {
     /// Starts a registry; `Err` with the reason when the binary is not installed.
     pub fn start(access: Access, tls: bool) -> Result<LocalRegistry, String> {
         let binary = binary()?;
         let dir = super::temp_dir("registry");
-        let port = free_port();
+        let port = super::free_port();
         let host = format!("127.0.0.1:{port}");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\

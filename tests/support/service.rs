@@ -38,13 +38,6 @@ pub struct Service {
     agent: ureq::Agent,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// The environment the service gets against `fake`, before the test's own variables.
 pub fn base_env(fake: &FakeKube, dir: &std::path::Path) -> Vec<(String, String)> {
     fs::write(dir.join("token"), TOKEN).expect("write the token");
@@ -95,7 +88,7 @@ impl Service {
     pub fn start_unready(fake: &FakeKube, extra: &[(&str, &str)]) -> Service {
         fake.check_calls_against_role();
         let dir = super::temp_dir("service");
-        let port = free_port();
+        let port = super::free_port();
         let mut env = base_env(fake, &dir);
         env.push(("SERVER_PORT".to_string(), port.to_string()));
         for (name, value) in extra {
