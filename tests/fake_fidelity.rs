@@ -1,5 +1,5 @@
 //! The fake API server answers like the real one: its bodies match the fixtures and schemas in
-//! `../shared/`, and the real `kubectl` can drive it.
+//! `tests/fixtures/`, and the real `kubectl` can drive it.
 
 mod support;
 

@@ -2,7 +2,7 @@
 //! resourceVersions, deletion semantics) and the controllers that act on it between requests
 //! (garbage collector, scheduler + kubelet, PVC binder and protection).
 //!
-//! Behaviour follows `../shared/k8s-api-semantics.md`; section numbers below refer to it.
+//! Behaviour follows `tests/fixtures/k8s-api-semantics.md`; section numbers below refer to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;

@@ -377,7 +377,7 @@ impl FakeKube {
         self.shared.lock().cluster.set_fate(NAMESPACE, name, fate)
     }
 
-    /// Sets a pod's status by hand, e.g. from `../shared/k8s-examples/`.
+    /// Sets a pod's status by hand, e.g. from `tests/fixtures/k8s-examples/`.
     pub fn set_pod_status(&self, name: &str, status: Value) -> bool {
         let done = self.shared.lock().cluster.set_pod_status(NAMESPACE, name, status);
         self.shared.changed.notify_all();

@@ -1,5 +1,5 @@
 //! A simulated kubelet and scheduler: what a pod's `status` looks like at each step of its life,
-//! per the shapes in `../shared/k8s-api-semantics.md` §6.
+//! per the shapes in `tests/fixtures/k8s-api-semantics.md` §6.
 
 use serde_json::{Value, json};
 

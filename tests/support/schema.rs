@@ -1,4 +1,4 @@
-//! Validation against the strict Kubernetes v1.32.2 JSON schemas in `../shared/k8s-schemas/`.
+//! Validation against the strict Kubernetes v1.32.2 JSON schemas in `tests/fixtures/k8s-schemas/`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::Value;
 
 pub fn schema_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/k8s-schemas/v1.32.2")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s-schemas/v1.32.2")
 }
 
 pub fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/k8s-examples")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s-examples")
 }
 
-/// Reads a JSON file of `../shared/k8s-examples/`.
+/// Reads a JSON file of `tests/fixtures/k8s-examples/`.
 pub fn example(name: &str) -> Value {
     let path = examples_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
