@@ -1,48 +1,20 @@
-//! The service's configuration, read once from the environment (SPEC §2).
+//! The service's configuration, read once from the environment (API.md §2).
 //!
 //! A value that cannot be used stops startup with a message naming its variable: a silent
 //! default would create sandboxes the operator did not ask for.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::kube_rest;
+use crate::env::{ConfigError, Env};
+use crate::kube;
+use crate::names::{RESERVED_ENV, is_dns_label, is_dns_subdomain, is_env_name};
 use crate::registry::RegistryConfig;
-
-/// A configuration value that cannot be used, named by its environment variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(variable: &'static str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            variable,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.variable, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// The key deploy.yaml ships with, which must never guard a real service.
 const PLACEHOLDER_API_KEY: &str = "REPLACE-ME";
-
-/// Environment variables the service sets in every sandbox and never lets a request override.
-pub const RESERVED_ENV: [&str; 3] = ["OH_SESSION_API_KEYS_0", "SESSION_API_KEY", "OH_RUNTIME_ID"];
 
 /// The container ports of a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +30,7 @@ pub struct Config {
     pub api_key: String,
     pub server_port: u16,
     pub worker_threads: usize,
-    pub kube: kube_rest::Config,
+    pub kube: kube::Config,
     pub base_domain: String,
     pub url_scheme: String,
     pub ingress_class: String,
@@ -107,265 +79,201 @@ pub struct Workspace {
 }
 
 impl Config {
-    /// Reads the configuration; `env` looks a variable up (`std::env::var` in the binary).
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let var = |name: &str| env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let text = |name: &'static str, default: &str| var(name).unwrap_or_else(|| default.to_string());
+    /// Reads the configuration; `lookup` finds a variable (`std::env::var` in the binary).
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = Env::new(lookup);
+        let env = &env;
+        Ok(Config {
+            api_key: api_key(env)?,
+            server_port: env.port("SERVER_PORT", 8080)?,
+            worker_threads: worker_threads(env)?,
+            kube: kube::Config::from_env(env)?,
+            base_domain: base_domain(env)?,
+            url_scheme: url_scheme(env)?,
+            ingress_class: ingress_class(env)?,
+            ingress_annotations: env.string_map("SANDBOX_INGRESS_ANNOTATIONS")?,
+            ingress_tls_secret: env.object_name("INGRESS_TLS_SECRET")?,
+            registry_prefix: env.text("REGISTRY_PREFIX", "ghcr.io/openhands"),
+            default_image: env.text("DEFAULT_IMAGE", "ghcr.io/openhands/agent-server:latest-python"),
+            image_pull_secrets: env.list("IMAGE_PULL_SECRETS", is_dns_subdomain, "a secret name")?,
+            registries: RegistryConfig {
+                insecure: env.list("INSECURE_REGISTRIES", is_registry_host, "a registry host[:port]")?,
+                ca_file: env.get("REGISTRY_CA_FILE").map(PathBuf::from),
+            },
+            ports: ports(env)?,
+            app_server_url: env.url("APP_SERVER_URL")?,
+            app_server_public_url: env.url("APP_SERVER_PUBLIC_URL")?,
+            ca_cert: env
+                .object_name("CA_CERT_SECRET_NAME")?
+                .map(|name| (name, env.text("CA_CERT_SECRET_KEY", "ca.crt"))),
+            sandbox_env: sandbox_env(env)?,
+            runtime_class: env.object_name("RUNTIME_CLASS")?,
+            runtime_class_map: runtime_class_map(env)?,
+            image_pull_grace: env.duration("IMAGE_PULL_GRACE", Duration::from_secs(120), true)?,
+            workspace: workspace(env)?,
+            orphan_sweep_interval: env.duration("ORPHAN_SWEEP_INTERVAL", Duration::from_secs(60), false)?,
+            network_policy: network_policy(env)?,
+        })
+    }
+}
 
-        let api_key = match (var("API_KEY"), var("API_KEY_FILE")) {
-            (Some(key), _) => key,
-            (None, Some(path)) => fs::read_to_string(&path)
-                .map(|key| key.trim().to_string())
-                .map_err(|e| ConfigError::new("API_KEY_FILE", format!("cannot read {path}: {e}")))?,
-            (None, None) => {
-                return Err(ConfigError::new(
-                    "API_KEY",
-                    "is required (or API_KEY_FILE): clients authenticate with it",
-                ));
-            }
-        };
-        if api_key.is_empty() {
-            return Err(ConfigError::new("API_KEY", "must not be empty"));
-        }
-        if api_key == PLACEHOLDER_API_KEY {
+fn api_key(env: &Env) -> Result<String, ConfigError> {
+    let api_key = match (env.get("API_KEY"), env.get("API_KEY_FILE")) {
+        (Some(key), _) => key,
+        (None, Some(path)) => fs::read_to_string(&path)
+            .map(|key| key.trim().to_string())
+            .map_err(|e| ConfigError::new("API_KEY_FILE", format!("cannot read {path}: {e}")))?,
+        (None, None) => {
             return Err(ConfigError::new(
                 "API_KEY",
-                "is still the placeholder of deploy.yaml: generate one, e.g. with openssl rand -hex 32",
+                "is required (or API_KEY_FILE): clients authenticate with it",
             ));
         }
-
-        let ports = Ports {
-            agent: port(&var, "AGENT_SERVER_PORT", 60000)?,
-            vscode: port(&var, "VSCODE_PORT", 60001)?,
-            worker_1: port(&var, "WORKER_1_PORT", 12000)?,
-            worker_2: port(&var, "WORKER_2_PORT", 12001)?,
-        };
-        let all = [ports.agent, ports.vscode, ports.worker_1, ports.worker_2];
-        if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
-            return Err(ConfigError::new(
-                "AGENT_SERVER_PORT",
-                "AGENT_SERVER_PORT, VSCODE_PORT, WORKER_1_PORT and WORKER_2_PORT must differ",
-            ));
-        }
-
-        let base_domain = text("BASE_DOMAIN", "sandbox.example.com").to_lowercase();
-        if !is_dns_subdomain(&base_domain) {
-            return Err(ConfigError::new(
-                "BASE_DOMAIN",
-                format!("{base_domain:?} is not a DNS name"),
-            ));
-        }
-        let url_scheme = text("URL_SCHEME", "https");
-        if url_scheme != "https" && url_scheme != "http" {
-            return Err(ConfigError::new(
-                "URL_SCHEME",
-                format!("{url_scheme:?} must be https or http"),
-            ));
-        }
-        let ingress_class = text("INGRESS_CLASS", "nginx");
-        if !is_dns_subdomain(&ingress_class) {
-            return Err(ConfigError::new(
-                "INGRESS_CLASS",
-                format!("{ingress_class:?} is not a valid class name"),
-            ));
-        }
-        let ingress_tls_secret = resource_name(&var, "INGRESS_TLS_SECRET")?;
-
-        let image_pull_secrets = list(&var, "IMAGE_PULL_SECRETS", is_dns_subdomain, "a secret name")?;
-        let registries = RegistryConfig {
-            insecure: list(&var, "INSECURE_REGISTRIES", is_registry_host, "a registry host[:port]")?,
-            ca_file: var("REGISTRY_CA_FILE").map(PathBuf::from),
-        };
-
-        let sandbox_env = string_map(&var, "SANDBOX_ENV")?;
-        for name in sandbox_env.keys() {
-            if RESERVED_ENV.contains(&name.as_str()) {
-                return Err(ConfigError::new(
-                    "SANDBOX_ENV",
-                    format!("{name} is set by the service for every sandbox"),
-                ));
-            }
-            if !is_env_name(name) {
-                return Err(ConfigError::new(
-                    "SANDBOX_ENV",
-                    format!("{name:?} is not a valid environment variable name"),
-                ));
-            }
-        }
-
-        let runtime_class = resource_name(&var, "RUNTIME_CLASS")?;
-        let mut runtime_class_map = BTreeMap::new();
-        for (requested, used) in string_map(&var, "RUNTIME_CLASS_MAP")? {
-            if !used.is_empty() && !is_dns_subdomain(&used) {
-                return Err(ConfigError::new(
-                    "RUNTIME_CLASS_MAP",
-                    format!("{used:?} is not a valid runtime class name"),
-                ));
-            }
-            runtime_class_map.insert(requested, Some(used).filter(|u| !u.is_empty()));
-        }
-
-        let ca_cert =
-            resource_name(&var, "CA_CERT_SECRET_NAME")?.map(|name| (name, text("CA_CERT_SECRET_KEY", "ca.crt")));
-
-        let worker_threads = match var("WORKER_THREADS") {
-            None => 16,
-            Some(n) => n
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| ConfigError::new("WORKER_THREADS", format!("{n:?} must be a number from 1 to 1024")))?,
-        };
-
-        let image_pull_grace = match var("IMAGE_PULL_GRACE") {
-            None => Duration::from_secs(120),
-            Some(text) => parse_duration(&text).ok_or_else(|| {
-                ConfigError::new(
-                    "IMAGE_PULL_GRACE",
-                    format!("{text:?} is not a duration such as 120s or 2m"),
-                )
-            })?,
-        };
-
-        let workspace = match var("WORKSPACE_STORAGE_SIZE") {
-            None => None,
-            Some(size) if is_quantity(&size) => {
-                let mount_path = text("WORKSPACE_MOUNT_PATH", "/workspace");
-                if !mount_path.starts_with('/') || mount_path.contains(':') {
-                    return Err(ConfigError::new(
-                        "WORKSPACE_MOUNT_PATH",
-                        format!("{mount_path:?} must be an absolute path"),
-                    ));
-                }
-                Some(Workspace {
-                    size,
-                    storage_class: resource_name(&var, "WORKSPACE_STORAGE_CLASS")?,
-                    mount_path,
-                })
-            }
-            Some(size) => {
-                return Err(ConfigError::new(
-                    "WORKSPACE_STORAGE_SIZE",
-                    format!("{size:?} is not a storage size such as 10Gi"),
-                ));
-            }
-        };
-
-        let orphan_sweep_interval = match var("ORPHAN_SWEEP_INTERVAL") {
-            None => Duration::from_secs(60),
-            Some(text) => parse_duration(&text).filter(|d| !d.is_zero()).ok_or_else(|| {
-                ConfigError::new(
-                    "ORPHAN_SWEEP_INTERVAL",
-                    format!("{text:?} is not a duration such as 60s or 5m"),
-                )
-            })?,
-        };
-
-        let network_policy = match var("SANDBOX_NETWORK_POLICY").as_deref() {
-            None | Some("true") => Some(NetworkPolicy {
-                ingress_namespace: namespace_name(&var, "INGRESS_CONTROLLER_NAMESPACE")?
-                    .unwrap_or_else(|| "ingress-nginx".to_string()),
-                egress_namespaces: list(&var, "SANDBOX_EGRESS_NAMESPACES", is_dns_label, "a namespace name")?,
-            }),
-            Some("false") => None,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "SANDBOX_NETWORK_POLICY",
-                    format!("{other:?} must be true or false"),
-                ));
-            }
-        };
-
-        Ok(Config {
-            api_key,
-            server_port: port(&var, "SERVER_PORT", 8080)?,
-            worker_threads,
-            kube: kube_rest::Config::from_env(env)?,
-            base_domain,
-            url_scheme,
-            ingress_class,
-            ingress_annotations: string_map(&var, "SANDBOX_INGRESS_ANNOTATIONS")?,
-            ingress_tls_secret,
-            registry_prefix: text("REGISTRY_PREFIX", "ghcr.io/openhands"),
-            default_image: text("DEFAULT_IMAGE", "ghcr.io/openhands/agent-server:latest-python"),
-            image_pull_secrets,
-            registries,
-            ports,
-            app_server_url: url(&var, "APP_SERVER_URL")?,
-            app_server_public_url: url(&var, "APP_SERVER_PUBLIC_URL")?,
-            ca_cert,
-            sandbox_env,
-            runtime_class,
-            runtime_class_map,
-            image_pull_grace,
-            workspace,
-            orphan_sweep_interval,
-            network_policy,
-        })
-    }
-}
-
-type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
-
-fn port(var: &Lookup, name: &'static str, default: u16) -> Result<u16, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(text) => text
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| ConfigError::new(name, format!("{text:?} is not a port number (1-65535)"))),
-    }
-}
-
-fn resource_name(var: &Lookup, name: &'static str) -> Result<Option<String>, ConfigError> {
-    match var(name) {
-        None => Ok(None),
-        Some(value) if is_dns_subdomain(&value) => Ok(Some(value)),
-        Some(value) => Err(ConfigError::new(
-            name,
-            format!("{value:?} is not a valid Kubernetes name"),
-        )),
-    }
-}
-
-fn namespace_name(var: &Lookup, name: &'static str) -> Result<Option<String>, ConfigError> {
-    match var(name) {
-        None => Ok(None),
-        Some(value) if is_dns_label(&value) => Ok(Some(value)),
-        Some(value) => Err(ConfigError::new(name, format!("{value:?} is not a namespace name"))),
-    }
-}
-
-fn url(var: &Lookup, name: &'static str) -> Result<Option<String>, ConfigError> {
-    match var(name) {
-        None => Ok(None),
-        Some(value) if value.starts_with("http://") || value.starts_with("https://") => {
-            Ok(Some(value.trim_end_matches('/').to_string()))
-        }
-        Some(value) => Err(ConfigError::new(
-            name,
-            format!("{value:?} must start with http:// or https://"),
-        )),
-    }
-}
-
-/// A comma-separated list, each item checked by `valid` (`what` names an item in the error).
-fn list(var: &Lookup, name: &'static str, valid: fn(&str) -> bool, what: &str) -> Result<Vec<String>, ConfigError> {
-    let Some(text) = var(name) else {
-        return Ok(Vec::new());
     };
-    text.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(|item| {
-            if valid(item) {
-                Ok(item.to_string())
-            } else {
-                Err(ConfigError::new(name, format!("{item:?} is not {what}")))
-            }
-        })
-        .collect()
+    if api_key.is_empty() {
+        return Err(ConfigError::new("API_KEY", "must not be empty"));
+    }
+    if api_key == PLACEHOLDER_API_KEY {
+        return Err(ConfigError::new(
+            "API_KEY",
+            "is still the placeholder of deploy.yaml: generate one, e.g. with openssl rand -hex 32",
+        ));
+    }
+    Ok(api_key)
+}
+
+fn worker_threads(env: &Env) -> Result<usize, ConfigError> {
+    match env.get("WORKER_THREADS") {
+        None => Ok(16),
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| ConfigError::new("WORKER_THREADS", format!("{n:?} must be a number from 1 to 1024"))),
+    }
+}
+
+fn ports(env: &Env) -> Result<Ports, ConfigError> {
+    let ports = Ports {
+        agent: env.port("AGENT_SERVER_PORT", 60000)?,
+        vscode: env.port("VSCODE_PORT", 60001)?,
+        worker_1: env.port("WORKER_1_PORT", 12000)?,
+        worker_2: env.port("WORKER_2_PORT", 12001)?,
+    };
+    let all = [ports.agent, ports.vscode, ports.worker_1, ports.worker_2];
+    if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
+        return Err(ConfigError::new(
+            "AGENT_SERVER_PORT",
+            "AGENT_SERVER_PORT, VSCODE_PORT, WORKER_1_PORT and WORKER_2_PORT must differ",
+        ));
+    }
+    Ok(ports)
+}
+
+fn base_domain(env: &Env) -> Result<String, ConfigError> {
+    let base_domain = env.text("BASE_DOMAIN", "sandbox.example.com").to_lowercase();
+    if !is_dns_subdomain(&base_domain) {
+        return Err(ConfigError::new(
+            "BASE_DOMAIN",
+            format!("{base_domain:?} is not a DNS name"),
+        ));
+    }
+    Ok(base_domain)
+}
+
+fn url_scheme(env: &Env) -> Result<String, ConfigError> {
+    let url_scheme = env.text("URL_SCHEME", "https");
+    if url_scheme != "https" && url_scheme != "http" {
+        return Err(ConfigError::new(
+            "URL_SCHEME",
+            format!("{url_scheme:?} must be https or http"),
+        ));
+    }
+    Ok(url_scheme)
+}
+
+fn ingress_class(env: &Env) -> Result<String, ConfigError> {
+    let ingress_class = env.text("INGRESS_CLASS", "nginx");
+    if !is_dns_subdomain(&ingress_class) {
+        return Err(ConfigError::new(
+            "INGRESS_CLASS",
+            format!("{ingress_class:?} is not a valid class name"),
+        ));
+    }
+    Ok(ingress_class)
+}
+
+fn sandbox_env(env: &Env) -> Result<BTreeMap<String, String>, ConfigError> {
+    let sandbox_env = env.string_map("SANDBOX_ENV")?;
+    for name in sandbox_env.keys() {
+        if RESERVED_ENV.contains(&name.as_str()) {
+            return Err(ConfigError::new(
+                "SANDBOX_ENV",
+                format!("{name} is set by the service for every sandbox"),
+            ));
+        }
+        if !is_env_name(name) {
+            return Err(ConfigError::new(
+                "SANDBOX_ENV",
+                format!("{name:?} is not a valid environment variable name"),
+            ));
+        }
+    }
+    Ok(sandbox_env)
+}
+
+fn runtime_class_map(env: &Env) -> Result<BTreeMap<String, Option<String>>, ConfigError> {
+    let mut runtime_class_map = BTreeMap::new();
+    for (requested, used) in env.string_map("RUNTIME_CLASS_MAP")? {
+        if !used.is_empty() && !is_dns_subdomain(&used) {
+            return Err(ConfigError::new(
+                "RUNTIME_CLASS_MAP",
+                format!("{used:?} is not a valid runtime class name"),
+            ));
+        }
+        runtime_class_map.insert(requested, Some(used).filter(|u| !u.is_empty()));
+    }
+    Ok(runtime_class_map)
+}
+
+fn workspace(env: &Env) -> Result<Option<Workspace>, ConfigError> {
+    let Some(size) = env.get("WORKSPACE_STORAGE_SIZE") else {
+        return Ok(None);
+    };
+    if !is_quantity(&size) {
+        return Err(ConfigError::new(
+            "WORKSPACE_STORAGE_SIZE",
+            format!("{size:?} is not a storage size such as 10Gi"),
+        ));
+    }
+    let mount_path = env.text("WORKSPACE_MOUNT_PATH", "/workspace");
+    if !mount_path.starts_with('/') || mount_path.contains(':') {
+        return Err(ConfigError::new(
+            "WORKSPACE_MOUNT_PATH",
+            format!("{mount_path:?} must be an absolute path"),
+        ));
+    }
+    Ok(Some(Workspace {
+        size,
+        storage_class: env.object_name("WORKSPACE_STORAGE_CLASS")?,
+        mount_path,
+    }))
+}
+
+fn network_policy(env: &Env) -> Result<Option<NetworkPolicy>, ConfigError> {
+    match env.get("SANDBOX_NETWORK_POLICY").as_deref() {
+        None | Some("true") => Ok(Some(NetworkPolicy {
+            ingress_namespace: env
+                .namespace("INGRESS_CONTROLLER_NAMESPACE")?
+                .unwrap_or_else(|| "ingress-nginx".to_string()),
+            egress_namespaces: env.list("SANDBOX_EGRESS_NAMESPACES", is_dns_label, "a namespace name")?,
+        })),
+        Some("false") => Ok(None),
+        Some(other) => Err(ConfigError::new(
+            "SANDBOX_NETWORK_POLICY",
+            format!("{other:?} must be true or false"),
+        )),
+    }
 }
 
 /// `registry.internal`, `10.0.0.5:5000`, `localhost:5000`: as an image reference names it.
@@ -375,38 +283,6 @@ fn is_registry_host(text: &str) -> bool {
         None => (text, None),
     };
     is_dns_subdomain(host) && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
-}
-
-/// A JSON object of strings, e.g. `{"a.b/c": "x, y"}`.
-fn string_map(var: &Lookup, name: &'static str) -> Result<BTreeMap<String, String>, ConfigError> {
-    let Some(text) = var(name) else {
-        return Ok(BTreeMap::new());
-    };
-    let invalid = || ConfigError::new(name, "must be a JSON object whose values are strings");
-    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text) else {
-        return Err(invalid());
-    };
-    map.into_iter()
-        .map(|(key, value)| match value {
-            Value::String(value) => Ok((key, value)),
-            _ => Err(invalid()),
-        })
-        .collect()
-}
-
-/// `120`, `120s`, `2m`, `1h`, `500ms`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit {
-        "" | "s" => Some(Duration::from_secs(number)),
-        "ms" => Some(Duration::from_millis(number)),
-        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(number.checked_mul(3600)?)),
-        _ => None,
-    }
 }
 
 /// A Kubernetes quantity of bytes: digits with an optional fraction and a binary or decimal
@@ -420,29 +296,6 @@ fn is_quantity(text: &str) -> bool {
         !number.is_empty() && number.split('.').count() <= 2 && number.split('.').all(|part| !part.is_empty());
     let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
     valid_number && suffixes.contains(&suffix)
-}
-
-/// A lowercase RFC 1123 subdomain, as Kubernetes names most objects.
-pub fn is_dns_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_dns_label)
-}
-
-pub fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    (1..=63).contains(&bytes.len())
-        && bytes.iter().all(|b| alphanumeric(b) || *b == b'-')
-        && bytes.first().is_some_and(alphanumeric)
-        && bytes.last().is_some_and(alphanumeric)
-}
-
-/// A name every Kubernetes version accepts for a container's environment variable.
-pub fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-' || b == b'.')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]

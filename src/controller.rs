@@ -1,38 +1,35 @@
-//! The lifecycle of runtimes (SPEC §6, §7): start, stop, pause and resume for clients, and the
-//! background work that keeps the store true to the cluster and the cluster true to what each
-//! runtime is asked to be.
+//! What clients ask of runtimes (API.md §3, §6): start, stop, pause and resume, and the few
+//! operations on a runtime's objects that the background work shares.
 //!
 //! The cluster is the store of record. Each runtime's anchor Secret holds its session key,
-//! original request and desired state, and owns every other object of the runtime. Order
-//! makes it crash-safe: the anchor is created before anything it owns, and the desired state
-//! is written on the anchor before the pod is touched, so a restart converges to what the
-//! client last asked for.
+//! original request and desired state, and owns every other object of the runtime. Order makes
+//! it crash-safe: the anchor is created before anything it owns, and the desired state is
+//! written on the anchor before the pod is touched, so a restart converges to what the client
+//! last asked for.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::kube_rest::{Client, KubeError, PropagationPolicy, Resource, WatchEvent};
-use crate::manifests::{self, MANAGED_SELECTOR, RUNTIME_ID_LABEL, object_name};
+use crate::image_check::ImageCheck;
+use crate::kube::{Client, KubeError, Resource};
+use crate::manifests::{self, object_name};
+use crate::object;
 use crate::pod_status::{PodRecord, PodStatus};
-use crate::registry::{Credentials, ImageReference, Registries, RegistryUnavailable};
-use crate::runtime::{DesiredState, Runtime, RuntimeView, StartRequest, Status, random_hex, rfc3339};
-use crate::store::{PodEvent, SessionGuard, Store};
+use crate::random::random_hex;
+use crate::runtime::{DesiredState, ReportedStatus, Runtime, RuntimeView, Status};
+use crate::start_request::StartRequest;
+use crate::store::{SessionGuard, Store};
+use crate::timestamps::rfc3339;
 
-/// How long one watch runs before the API server ends it and it is started again.
-const WATCH_DURATION: Duration = Duration::from_secs(300);
-/// The pause before trying the API server again after a failure.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
+/// The service's parts, shared by the HTTP workers and the background threads.
 pub struct Controller {
     config: Config,
     kube: Client,
-    registries: Registries,
+    images: ImageCheck,
     store: Store,
 }
 
@@ -42,50 +39,12 @@ pub enum Started {
     Existing(RuntimeView),
 }
 
-/// Where the two watches start: the resourceVersions of the lists recovery read.
-pub struct Recovered {
-    pub anchors_version: String,
-    pub pods_version: String,
-}
-
-fn runtime_id_of(object: &Value) -> Option<&str> {
-    object["metadata"]["labels"][RUNTIME_ID_LABEL].as_str()
-}
-
-fn is_being_deleted(object: &Value) -> bool {
-    !object["metadata"]["deletionTimestamp"].is_null()
-}
-
-/// A scoped thread's result; its panic, a bug, goes on up.
-fn joined<T>(thread: thread::ScopedJoinHandle<'_, T>) -> T {
-    thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-/// What recovery and the orphan sweep keep of a labelled object: whose it is and its name.
-struct Labelled {
-    resource: Resource,
-    name: String,
-    runtime_id: String,
-    being_deleted: bool,
-}
-
-impl Labelled {
-    fn of(resource: Resource, object: &Value) -> Option<Labelled> {
-        Some(Labelled {
-            resource,
-            name: object["metadata"]["name"].as_str()?.to_string(),
-            runtime_id: runtime_id_of(object)?.to_string(),
-            being_deleted: is_being_deleted(object),
-        })
-    }
-}
-
 impl Controller {
-    pub fn new(config: Config, kube: Client, registries: Registries) -> Controller {
+    pub fn new(config: Config, kube: Client, images: ImageCheck) -> Controller {
         Controller {
             config,
             kube,
-            registries,
+            images,
             store: Store::new(),
         }
     }
@@ -94,41 +53,17 @@ impl Controller {
         &self.config
     }
 
+    pub fn kube(&self) -> &Client {
+        &self.kube
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    fn view_of(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
-        self.store
-            .find(runtime_id)
-            .map(|found| found.view(&self.config, SystemTime::now()))
-            .ok_or_else(|| Error::RuntimeNotFound(runtime_id.to_string()))
-    }
-
-    /// The kinds a runtime owns besides its pod, in the order `/start` creates them.
-    fn owned_kinds(&self) -> Vec<Resource> {
-        let mut kinds = Vec::new();
-        if self.config.workspace.is_some() {
-            kinds.push(Resource::PersistentVolumeClaims);
-        }
-        // The policy exists before the pod, so the pod never runs unconfined.
-        if self.config.network_policy.is_some() {
-            kinds.push(Resource::NetworkPolicies);
-        }
-        kinds.extend([Resource::Services, Resource::Ingresses]);
-        kinds
-    }
-
-    fn manifest(&self, resource: Resource, runtime: &Runtime) -> Option<Value> {
-        let (config, id, session, uid) = (&self.config, &runtime.id, &runtime.session_id, &runtime.anchor_uid);
-        match resource {
-            Resource::Pods => Some(manifests::pod(config, id, &runtime.request, uid)),
-            Resource::Services => Some(manifests::service(config, id, session, uid)),
-            Resource::Ingresses => Some(manifests::ingress(config, id, session, uid)),
-            Resource::PersistentVolumeClaims => manifests::workspace_claim(config, id, session, uid),
-            Resource::NetworkPolicies => manifests::network_policy(config, id, session, uid),
-            Resource::Secrets => None,
-        }
+    /// `GET /image_exists` (API.md §9).
+    pub fn image_exists(&self, image: &str) -> Result<bool, Error> {
+        self.images.exists(&self.kube, image)
     }
 
     // ---- what clients ask ----
@@ -147,7 +82,6 @@ impl Controller {
             }
             return self.run_again(&existing.id).map(Started::Existing);
         }
-
         let ignored = manifests::ignored_environment(&self.config, &request);
         if !ignored.is_empty() {
             log::warn!(
@@ -156,6 +90,12 @@ impl Controller {
                 ignored.join(", ")
             );
         }
+        self.create_runtime(request).map(Started::Created)
+    }
+
+    /// Creates a new runtime's anchor, then everything it owns; a failure deletes the anchor,
+    /// and with it whatever was created.
+    fn create_runtime(&self, request: StartRequest) -> Result<RuntimeView, Error> {
         let runtime_id = random_hex(16)?;
         let _starting = self.store.begin_start(&runtime_id);
         let session_api_key = random_hex(32)?;
@@ -173,7 +113,7 @@ impl Controller {
             id: runtime_id,
             session_id: request.session_id.clone(),
             session_api_key,
-            anchor_uid: anchor["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+            anchor_uid: object::uid(&anchor).unwrap_or_default().to_string(),
             request,
             desired: DesiredState::Running,
             created_at,
@@ -183,11 +123,7 @@ impl Controller {
             Ok(pod) => pod,
             Err(error) => {
                 // The anchor owns whatever was created: deleting it removes everything.
-                let name = object_name(&runtime.id);
-                if let Err(cleanup) = self
-                    .kube
-                    .delete(Resource::Secrets, &name, PropagationPolicy::Background)
-                {
+                if let Err(cleanup) = self.kube.delete(Resource::Secrets, &object_name(&runtime.id)) {
                     log::error!("runtime {}: cannot roll back a failed start: {cleanup}", runtime.id);
                 }
                 log::warn!("session {}: start failed: {error}", runtime.session_id);
@@ -202,11 +138,11 @@ impl Controller {
         );
         let pod = PodRecord::of(&pod);
         let view = runtime.view(pod.as_ref(), &self.config, SystemTime::now());
-        self.store.insert(runtime, pod);
-        Ok(Started::Created(view))
+        self.store.record_started(runtime, pod);
+        Ok(view)
     }
 
-    /// Creates everything the anchor owns, in order; returns the pod.
+    /// Creates everything the anchor owns, in order (API.md §6); returns the pod.
     fn create_owned(&self, runtime: &Runtime) -> Result<Value, KubeError> {
         let mut pod = Value::Null;
         let mut kinds = self.owned_kinds();
@@ -229,11 +165,10 @@ impl Controller {
         let mut view = self.view_of(runtime_id)?;
         let name = object_name(runtime_id);
         // Once the anchor is gone, garbage collection removes the rest even if we die now.
-        self.kube
-            .delete(Resource::Secrets, &name, PropagationPolicy::Background)?;
-        self.store.remove(runtime_id);
+        self.kube.delete(Resource::Secrets, &name)?;
+        self.store.record_stopped(runtime_id);
         for resource in [Resource::Pods].into_iter().chain(self.owned_kinds()) {
-            if let Err(error) = self.kube.delete(resource, &name, PropagationPolicy::Background) {
+            if let Err(error) = self.kube.delete(resource, &name) {
                 log::warn!(
                     "runtime {runtime_id}: {} left to garbage collection: {error}",
                     resource.plural()
@@ -241,7 +176,7 @@ impl Controller {
             }
         }
         log::info!("runtime {runtime_id} of session {} stopped", runtime.session_id);
-        view.status = Status::Stopped;
+        view.status = ReportedStatus::Stopped;
         view.pod_status = PodStatus::NotFound;
         view.status_detail = None;
         Ok(view)
@@ -268,14 +203,13 @@ impl Controller {
 
     /// What `/start` and `/resume` do to an existing runtime (its session is held).
     fn run_again(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
-        let view = self.view_of(runtime_id)?;
-        let runtime = self
-            .store
-            .runtime(runtime_id)
-            .ok_or_else(|| Error::RuntimeNotFound(runtime_id.to_string()))?;
-        match view.status {
+        let not_found = || Error::RuntimeNotFound(runtime_id.to_string());
+        let snapshot = self.store.snapshot(runtime_id).ok_or_else(not_found)?;
+        let now = SystemTime::now();
+        let runtime = &snapshot.runtime;
+        match snapshot.status(&self.config, now) {
             Status::Paused => {
-                self.record_desired_state(&runtime, DesiredState::Running)?;
+                self.record_desired_state(runtime, DesiredState::Running)?;
                 log::info!("runtime {} of session {} resuming", runtime.id, runtime.session_id);
             }
             Status::Error => {
@@ -286,42 +220,17 @@ impl Controller {
                     runtime.session_id
                 );
             }
-            Status::Starting | Status::Running | Status::Stopped => return Ok(view),
+            Status::Starting | Status::Running => return Ok(snapshot.view(&self.config, now)),
         }
-        self.create_pod(&runtime)?;
+        self.create_pod(runtime)?;
         self.view_of(runtime_id)
-    }
-
-    /// Creates the runtime's pod. While its previous pod still terminates the name is taken:
-    /// `converge` creates the pod once the old one is gone.
-    fn create_pod(&self, runtime: &Runtime) -> Result<(), Error> {
-        let pod = manifests::pod(&self.config, &runtime.id, &runtime.request, &runtime.anchor_uid);
-        match self.kube.create(Resource::Pods, &pod) {
-            Ok(pod) => {
-                if let Some(record) = PodRecord::of(&pod) {
-                    self.store.pod_created(&runtime.id, record);
-                }
-            }
-            Err(KubeError::AlreadyExists(_)) => {
-                log::info!("runtime {}: waiting for its previous pod to go", runtime.id)
-            }
-            Err(error) => return Err(error.into()),
-        }
-        Ok(())
-    }
-
-    fn delete_pod(&self, runtime_id: &str) -> Result<(), Error> {
-        self.kube
-            .delete(Resource::Pods, &object_name(runtime_id), PropagationPolicy::Background)?;
-        self.store.pod_deleted(runtime_id);
-        Ok(())
     }
 
     fn record_desired_state(&self, runtime: &Runtime, desired: DesiredState) -> Result<(), Error> {
         let patch = manifests::desired_state_patch(desired, &rfc3339(SystemTime::now()));
         self.kube
             .merge_patch(Resource::Secrets, &object_name(&runtime.id), &patch)?;
-        self.store.set_desired(&runtime.id, desired);
+        self.store.record_desired(&runtime.id, desired);
         Ok(())
     }
 
@@ -335,344 +244,63 @@ impl Controller {
         Ok((runtime, guard))
     }
 
-    // ---- keeping the store true to the cluster ----
-
-    /// Whether `image` can be pulled, asked of its registry with the credentials the sandbox pods
-    /// would pull it with (the `IMAGE_PULL_SECRETS`).
-    pub fn image_exists(&self, image: &str) -> Result<bool, Error> {
-        let image = ImageReference::parse(image).map_err(|message| Error::invalid("image", message))?;
-        let credentials = self.pull_credentials(&image.registry)?;
-        self.registries
-            .image_exists(&image, credentials.as_ref())
-            .map_err(|RegistryUnavailable(message)| Error::Registry(message))
+    fn view_of(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
+        self.store
+            .snapshot(runtime_id)
+            .map(|found| found.view(&self.config, SystemTime::now()))
+            .ok_or_else(|| Error::RuntimeNotFound(runtime_id.to_string()))
     }
 
-    /// The first pull secret with credentials for `registry`. A missing secret is skipped, as
-    /// the kubelet skips it.
-    fn pull_credentials(&self, registry: &str) -> Result<Option<Credentials>, Error> {
-        for name in &self.config.image_pull_secrets {
-            let secret = match self.kube.get(Resource::Secrets, name) {
-                Ok(secret) => secret,
-                Err(KubeError::NotFound(_)) => {
-                    log::warn!("image pull secret {name} does not exist");
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
-            };
-            if let Some(credentials) = Credentials::from_pull_secret(&secret, registry) {
-                return Ok(Some(credentials));
-            }
+    // ---- a runtime's objects, for clients and the background work alike ----
+
+    /// The kinds a runtime owns besides its pod, in the order `/start` creates them.
+    pub fn owned_kinds(&self) -> Vec<Resource> {
+        let mut kinds = Vec::new();
+        if self.config.workspace.is_some() {
+            kinds.push(Resource::PersistentVolumeClaims);
         }
-        Ok(None)
+        // The policy exists before the pod, so the pod never runs unconfined.
+        if self.config.network_policy.is_some() {
+            kinds.push(Resource::NetworkPolicies);
+        }
+        kinds.extend([Resource::Services, Resource::Ingresses]);
+        kinds
     }
 
-    /// Rebuilds the store from the cluster (SPEC §7): every runtime, running or paused, from
-    /// its anchor; its pod; the objects a crash left missing are created and those whose
-    /// anchor is gone deleted. Then the service is ready.
-    pub fn recover(&self) -> Result<Recovered, KubeError> {
-        let started = Instant::now();
-        let listed_at = Instant::now();
-        // Owned objects first, anchors second: an object created after its list began has
-        // its anchor in the second list, so it is never taken for an orphan. Each list keeps
-        // only what recovery needs of an object.
-        // The owned kinds are listed beside the pods, each in a thread of its own: recovery
-        // waits for the longest list rather than for their sum.
-        let (pods, owned) = thread::scope(|scope| {
-            let owned: Vec<_> = self
-                .owned_kinds()
-                .into_iter()
-                .map(|resource| (resource, scope.spawn(move || self.list_labelled(resource))))
-                .collect();
-            let pods = self.kube.list_kept(Resource::Pods, MANAGED_SELECTOR, |pod| {
-                Some((Labelled::of(Resource::Pods, &pod)?, PodRecord::of(&pod)))
-            });
-            let owned: Result<Vec<_>, KubeError> = owned
-                .into_iter()
-                .map(|(resource, listing)| Ok((resource, joined(listing)?)))
-                .collect();
-            (pods, owned)
-        });
-        let (pods, owned) = (pods?, owned?);
-        let anchors = self.kube.list_kept(Resource::Secrets, MANAGED_SELECTOR, |anchor| {
-            if is_being_deleted(&anchor) {
-                return None;
-            }
-            Some(manifests::runtime_from_anchor(&anchor).map_err(|why| {
-                let name = anchor["metadata"]["name"].as_str().unwrap_or_default();
-                log::error!("the anchor {name} cannot be read ({why}); leaving its runtime alone");
-                runtime_id_of(&anchor).map(str::to_string)
-            }))
-        })?;
-
-        let mut runtimes = HashMap::new();
-        let mut unreadable = HashSet::new();
-        for read in anchors.items {
-            match read {
-                Ok(runtime) => {
-                    runtimes.insert(runtime.id.clone(), runtime);
-                }
-                Err(runtime_id) => unreadable.extend(runtime_id),
-            }
+    /// The runtime's object of kind `resource`, where the configuration gives it one.
+    pub fn manifest(&self, resource: Resource, runtime: &Runtime) -> Option<Value> {
+        let (config, id, session, uid) = (&self.config, &runtime.id, &runtime.session_id, &runtime.anchor_uid);
+        match resource {
+            Resource::Pods => Some(manifests::pod(config, id, &runtime.request, uid)),
+            Resource::Services => Some(manifests::service(config, id, session, uid)),
+            Resource::Ingresses => Some(manifests::ingress(config, id, session, uid)),
+            Resource::PersistentVolumeClaims => manifests::workspace_claim(config, id, session, uid),
+            Resource::NetworkPolicies => manifests::network_policy(config, id, session, uid),
+            Resource::Secrets => None,
         }
-        let has_anchor = |id: &str| runtimes.contains_key(id) || unreadable.contains(id);
+    }
 
-        self.delete_orphans(
-            pods.items
-                .iter()
-                .map(|(pod, _)| pod)
-                .chain(owned.iter().flat_map(|(_, objects)| objects)),
-            &has_anchor,
-        );
-        // A start interrupted by a crash left its anchor without some of what it owns.
-        for (resource, objects) in &owned {
-            let present: HashSet<&str> = objects.iter().map(|o| o.runtime_id.as_str()).collect();
-            for runtime in runtimes.values().filter(|r| !present.contains(r.id.as_str())) {
-                if let Some(manifest) = self.manifest(*resource, runtime) {
-                    log::info!("runtime {}: creating its missing {}", runtime.id, resource.plural());
-                    self.kube.create(*resource, &manifest)?;
+    /// Creates the runtime's pod. While its previous pod still terminates the name is taken:
+    /// convergence creates the pod once the old one is gone.
+    pub fn create_pod(&self, runtime: &Runtime) -> Result<(), Error> {
+        let pod = manifests::pod(&self.config, &runtime.id, &runtime.request, &runtime.anchor_uid);
+        match self.kube.create(Resource::Pods, &pod) {
+            Ok(pod) => {
+                if let Some(record) = PodRecord::of(&pod) {
+                    self.store.record_pod_created(&runtime.id, record);
                 }
             }
-        }
-
-        let records = pods
-            .items
-            .into_iter()
-            .filter_map(|(pod, record)| Some((pod.runtime_id, record?)))
-            .collect();
-        let count = runtimes.len();
-        for runtime in runtimes.into_values() {
-            self.store.insert(runtime, None);
-        }
-        self.store.replace_pods(listed_at, records);
-        self.store.set_ready();
-        log::info!("recovered {count} runtimes from the cluster in {:?}", started.elapsed());
-        Ok(Recovered {
-            anchors_version: anchors.resource_version,
-            pods_version: pods.resource_version,
-        })
-    }
-
-    /// Every labelled object of `resource`, as recovery and the sweep need it.
-    fn list_labelled(&self, resource: Resource) -> Result<Vec<Labelled>, KubeError> {
-        let listed = self
-            .kube
-            .list_kept(resource, MANAGED_SELECTOR, |object| Labelled::of(resource, &object))?;
-        Ok(listed.items)
-    }
-
-    /// Deletes labelled objects whose runtime has no anchor (and is not being started).
-    fn delete_orphans<'a>(
-        &self,
-        objects: impl Iterator<Item = &'a Labelled>,
-        has_anchor: &dyn Fn(&str) -> bool,
-    ) -> usize {
-        let mut deleted = 0;
-        for Labelled {
-            resource,
-            name,
-            runtime_id,
-            being_deleted,
-        } in objects
-        {
-            if *being_deleted || has_anchor(runtime_id) || self.store.is_known(runtime_id) {
-                continue;
+            Err(KubeError::AlreadyExists(_)) => {
+                log::info!("runtime {}: waiting for its previous pod to go", runtime.id)
             }
-            log::info!("deleting {} {name}: its runtime's anchor is gone", resource.plural());
-            match self.kube.delete(*resource, name, PropagationPolicy::Background) {
-                Ok(_) => deleted += 1,
-                Err(error) => log::warn!("cannot delete the orphaned {} {name}: {error}", resource.plural()),
-            }
+            Err(error) => return Err(error.into()),
         }
-        deleted
+        Ok(())
     }
 
-    /// Looks for labelled objects whose anchor no longer exists and deletes them.
-    pub fn sweep_orphans(&self) -> Result<usize, KubeError> {
-        let mut objects = Vec::new();
-        for resource in [Resource::Pods].into_iter().chain(self.owned_kinds()) {
-            objects.extend(self.list_labelled(resource)?);
-        }
-        let anchors: HashSet<String> = self
-            .kube
-            .list_kept(Resource::Secrets, MANAGED_SELECTOR, |a| {
-                runtime_id_of(&a).map(str::to_string)
-            })?
-            .items
-            .into_iter()
-            .collect();
-        Ok(self.delete_orphans(objects.iter(), &|id| anchors.contains(id)))
-    }
-
-    /// Follows the sandbox pods forever, from the resourceVersion of the last list.
-    pub fn follow_pods(&self, resource_version: String) {
-        self.follow(
-            Resource::Pods,
-            resource_version,
-            Controller::apply_pod_event,
-            Controller::relist_pods,
-        );
-    }
-
-    /// Follows the anchors forever: an operator's change or deletion reaches the store.
-    pub fn follow_anchors(&self, resource_version: String) {
-        self.follow(
-            Resource::Secrets,
-            resource_version,
-            Controller::apply_anchor_event,
-            Controller::relist_anchors,
-        );
-    }
-
-    /// Watches `resource` from `resource_version`, again and again: a watch the server ends
-    /// goes on from the last version seen, a broken one after a pause, and a gone version
-    /// (410) after a fresh list.
-    fn follow(
-        &self,
-        resource: Resource,
-        mut resource_version: String,
-        apply: fn(&Controller, WatchEvent),
-        relist: fn(&Controller) -> Result<String, KubeError>,
-    ) {
-        loop {
-            let outcome = self
-                .kube
-                .watch(resource, MANAGED_SELECTOR, &resource_version, WATCH_DURATION)
-                .and_then(|events| {
-                    for event in events {
-                        let event = event?;
-                        if let Some(version) = event_version(&event) {
-                            resource_version = version;
-                        }
-                        apply(self, event);
-                    }
-                    Ok(())
-                });
-            match outcome {
-                Ok(()) => {}
-                Err(KubeError::Expired(message)) => {
-                    log::info!(
-                        "the {} watch must start over ({message}); listing again",
-                        resource.plural()
-                    );
-                    resource_version = loop {
-                        match relist(self) {
-                            Ok(version) => break version,
-                            Err(error) => {
-                                log::warn!("cannot list the {}: {error}", resource.plural());
-                                thread::sleep(RETRY_PAUSE);
-                            }
-                        }
-                    };
-                }
-                Err(error) => {
-                    log::warn!("the {} watch stopped: {error}", resource.plural());
-                    thread::sleep(RETRY_PAUSE);
-                }
-            }
-        }
-    }
-
-    fn apply_pod_event(&self, event: WatchEvent) {
-        let (pod, added, gone) = match &event {
-            WatchEvent::Added(pod) => (pod, true, false),
-            WatchEvent::Modified(pod) => (pod, false, false),
-            WatchEvent::Deleted(pod) => (pod, false, true),
-            WatchEvent::Bookmark(_) => return,
-        };
-        let (Some(runtime_id), Some(record)) = (runtime_id_of(pod), PodRecord::of(pod)) else {
-            return;
-        };
-        let event = if gone {
-            PodEvent::Gone { uid: record.uid }
-        } else {
-            PodEvent::Seen { added, record }
-        };
-        self.store.pod_event(runtime_id, event);
-    }
-
-    fn apply_anchor_event(&self, event: WatchEvent) {
-        let (anchor, deleted) = match &event {
-            WatchEvent::Added(anchor) | WatchEvent::Modified(anchor) => (anchor, is_being_deleted(anchor)),
-            WatchEvent::Deleted(anchor) => (anchor, true),
-            WatchEvent::Bookmark(_) => return,
-        };
-        let Some(runtime_id) = runtime_id_of(anchor) else {
-            return;
-        };
-        if deleted {
-            if self.store.remove(runtime_id).is_some() {
-                log::info!("runtime {runtime_id}: its anchor was deleted; garbage collection removes the rest");
-            }
-        } else if let Some(desired) = manifests::desired_state_of(anchor) {
-            self.store.observe_desired(runtime_id, desired);
-        }
-    }
-
-    fn relist_pods(&self) -> Result<String, KubeError> {
-        let listed_at = Instant::now();
-        let pods = self.kube.list_kept(Resource::Pods, MANAGED_SELECTOR, |pod| {
-            Some((runtime_id_of(&pod)?.to_string(), PodRecord::of(&pod)?))
-        })?;
-        self.store.replace_pods(listed_at, pods.items.into_iter().collect());
-        Ok(pods.resource_version)
-    }
-
-    fn relist_anchors(&self) -> Result<String, KubeError> {
-        let listed_at = Instant::now();
-        let anchors = self.kube.list_kept(Resource::Secrets, MANAGED_SELECTOR, |anchor| {
-            let desired = manifests::desired_state_of(&anchor).filter(|_| !is_being_deleted(&anchor))?;
-            Some((runtime_id_of(&anchor)?.to_string(), desired))
-        })?;
-        let desired = anchors.items.into_iter().collect();
-        for runtime_id in self.store.replace_anchors(listed_at, &desired) {
-            log::info!("runtime {runtime_id}: its anchor is gone; garbage collection removes the rest");
-        }
-        Ok(anchors.resource_version)
-    }
-
-    // ---- keeping the cluster true to what each runtime is asked to be ----
-
-    /// A running runtime without a pod (node drain, eviction, `kubectl delete pod`, a crash
-    /// before the pod was created, or a resume whose previous pod has just gone) gets one;
-    /// a paused runtime loses its pod. A pod in error is replaced only when a client asks.
-    pub fn converge(&self) {
-        let diverging = self.store.select(|runtime, pod| match runtime.desired {
-            DesiredState::Running => pod.is_none(),
-            DesiredState::Paused => pod.is_some_and(|pod| !pod.terminating),
-        });
-        for runtime in diverging {
-            // A client working on this session decides; the next round looks again.
-            let Some(_session) = self.store.try_lock_session(&runtime.session_id) else {
-                continue;
-            };
-            let Some(now) = self.store.find(&runtime.id) else {
-                continue;
-            };
-            let runtime = &now.runtime;
-            let outcome = match (runtime.desired, now.pod.is_some()) {
-                (DesiredState::Running, false) => {
-                    log::info!("runtime {}: creating its missing pod", runtime.id);
-                    self.create_pod(runtime)
-                }
-                (DesiredState::Paused, true) => {
-                    log::info!("runtime {}: deleting the pod of a paused runtime", runtime.id);
-                    self.delete_pod(&runtime.id)
-                }
-                _ => Ok(()),
-            };
-            if let Err(error) = outcome {
-                log::warn!("runtime {}: {error}", runtime.id);
-            }
-        }
-    }
-}
-
-/// The resourceVersion an event brings the watch to.
-fn event_version(event: &WatchEvent) -> Option<String> {
-    match event {
-        WatchEvent::Added(object) | WatchEvent::Modified(object) | WatchEvent::Deleted(object) => {
-            object["metadata"]["resourceVersion"].as_str().map(str::to_string)
-        }
-        WatchEvent::Bookmark(version) => Some(version.clone()).filter(|v| !v.is_empty()),
+    pub fn delete_pod(&self, runtime_id: &str) -> Result<(), Error> {
+        self.kube.delete(Resource::Pods, &object_name(runtime_id))?;
+        self.store.record_pod_deleted(runtime_id);
+        Ok(())
     }
 }

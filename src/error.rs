@@ -1,19 +1,18 @@
 //! Everything that can go wrong with a request, mapped to an HTTP answer in one place.
 //!
-//! Every error answers `{"detail": <sentence>, "error": <code>}` (SPEC §3): `detail` is what
+//! Every error answers `{"detail": <sentence>, "error": <code>}` (API.md §3): `detail` is what
 //! the OpenHands clients read, `error` a stable code for machines.
 
 use std::fmt;
 
-use crate::kube_rest::KubeError;
+use crate::kube::KubeError;
+use crate::random::NoRandomness;
+use crate::start_request::InvalidField;
 
 #[derive(Debug)]
 pub enum Error {
     /// A field of the request is missing or wrong.
-    InvalidRequest {
-        field: String,
-        message: String,
-    },
+    InvalidRequest(InvalidField),
     Unauthorized,
     RuntimeNotFound(String),
     SessionNotFound(String),
@@ -41,16 +40,13 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(field: &str, message: impl Into<String>) -> Error {
-        Error::InvalidRequest {
-            field: field.to_string(),
-            message: message.into(),
-        }
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Error {
+        Error::InvalidRequest(InvalidField::new(field, message))
     }
 
     pub fn status_code(&self) -> u16 {
         match self {
-            Error::InvalidRequest { .. } => 400,
+            Error::InvalidRequest(_) => 400,
             Error::Unauthorized => 401,
             Error::RuntimeNotFound(_) | Error::SessionNotFound(_) | Error::NotFound => 404,
             Error::MethodNotAllowed { .. } => 405,
@@ -68,7 +64,7 @@ impl Error {
 
     pub fn code(&self) -> &'static str {
         match self {
-            Error::InvalidRequest { .. } => "invalid_request",
+            Error::InvalidRequest(_) => "invalid_request",
             Error::Unauthorized => "unauthorized",
             Error::RuntimeNotFound(_) => "runtime_not_found",
             Error::SessionNotFound(_) => "session_not_found",
@@ -97,7 +93,8 @@ impl Error {
     }
 }
 
-/// Failures of reaching the API server rather than answers from it.
+/// Failures that waiting may cure: the API server could not be reached, throttled us, or
+/// failed for a moment.
 fn is_unavailable(error: &KubeError) -> bool {
     error.is_transient()
 }
@@ -105,7 +102,7 @@ fn is_unavailable(error: &KubeError) -> bool {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidRequest { field, message } => write!(f, "{field}: {message}"),
+            Error::InvalidRequest(invalid) => write!(f, "{invalid}"),
             Error::Unauthorized => write!(f, "missing or wrong X-API-Key header"),
             Error::RuntimeNotFound(id) => write!(f, "runtime {id} not found"),
             Error::SessionNotFound(id) => write!(f, "session {id} not found"),
@@ -129,5 +126,17 @@ impl std::error::Error for Error {}
 impl From<KubeError> for Error {
     fn from(error: KubeError) -> Error {
         Error::Kubernetes(error)
+    }
+}
+
+impl From<InvalidField> for Error {
+    fn from(invalid: InvalidField) -> Error {
+        Error::InvalidRequest(invalid)
+    }
+}
+
+impl From<NoRandomness> for Error {
+    fn from(error: NoRandomness) -> Error {
+        Error::Internal(error.to_string())
     }
 }

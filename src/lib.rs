@@ -1,28 +1,81 @@
-//! openhands-k8s-runtime: the OpenHands Remote Runtime API on Kubernetes.
+//! openhands-k8s-runtime: the OpenHands Remote Runtime API on Kubernetes (the contract is
+//! `docs/API.md`; sections are cited as `API.md §N`).
 //!
-//! The binary (`src/main.rs`) wires these parts together; as a library they can be tested one
-//! by one against the fake API server in `tests/support/`.
+//! # Words
 //!
-//! - `config`: the environment, validated once at startup (SPEC §2)
-//! - `http_client`: TLS and query strings, shared by the Kubernetes and registry clients
-//! - `kube_rest`: a small synchronous Kubernetes REST client (SPEC §8)
-//! - `runtime`: a runtime, its start request and the object clients see (SPEC §3)
-//! - `pod_status`: what a pod's status means for clients (SPEC §4)
-//! - `manifests`: the Kubernetes objects of a runtime (SPEC §5)
-//! - `registry`: whether an image exists, asked of its registry (SPEC §9)
-//! - `store`: the runtimes, indexed by runtime id and session id
-//! - `controller`: start, stop, pause, resume and convergence (SPEC §6)
-//! - `api`: the HTTP endpoints, and `error`: every failure mapped to one HTTP answer
+//! - **session**: the client's name for a conversation's sandbox; one runtime per session.
+//! - **runtime**: one sandbox as the API knows it: a random id, a session key, the original
+//!   start request and a desired state (running or paused).
+//! - **sandbox pod**: the Pod running the OpenHands agent server for a runtime.
+//! - **anchor**: the runtime's Secret `runtime-{id}`. It holds the key, the request and the
+//!   desired state, and owns the runtime's other objects, so deleting it deletes them all.
+//! - **view**: the runtime object clients receive, built from a runtime and its pod.
+//!
+//! # How a request flows
+//!
+//! A worker thread of `api` takes a request from `tiny_http`, checks its path, method and API
+//! key, and either reads the `store` (every read: no Kubernetes call) or asks the `controller`
+//! (writes, and `/image_exists`). The controller holds the session's guard, writes to the
+//! cluster through `kube` (the anchor first, then what it owns), records what it did in the
+//! store, and answers a `runtime` view. Meanwhile `background` keeps the store true to the
+//! cluster (the pod and anchor watches) and the cluster true to each runtime's desired state
+//! (convergence), so that a crash at any point ends where the client asked to go.
+//!
+//! # Modules
+//!
+//! - wiring: `service` (builds the parts, runs the threads), `config` (API.md §2)
+//! - HTTP: `api` (endpoints, the `/list` encoding), `error` (every failure, one HTTP answer)
+//! - runtimes: `start_request` (what a client asks for), `runtime` (a runtime and its view),
+//!   `pod_status` (what a pod's status means, API.md §4), `manifests` (a runtime's objects,
+//!   API.md §5), `store` (what is known of the cluster)
+//! - work: `controller` (start, stop, pause, resume), `background` (recovery, watches,
+//!   convergence, the orphan sweep), `image_check` and `registry` (`/image_exists`, API.md §9)
+//! - Kubernetes and HTTP clients: `kube` (API.md §8), `http_client` (what `kube` and
+//!   `registry` share)
+//! - leaves, shared by all: `env` (settings from environment variables), `names` (name rules),
+//!   `object` (object metadata), `timestamps`, `random`, `base64`, `sys` (the two system calls;
+//!   the only place `unsafe` is allowed)
 
-pub mod api;
-pub mod base64;
-pub mod config;
-pub mod controller;
-pub mod error;
-pub mod http_client;
-pub mod kube_rest;
-pub mod manifests;
-pub mod pod_status;
-pub mod registry;
-pub mod runtime;
-pub mod store;
+#![deny(unsafe_code)]
+
+mod api;
+mod background;
+mod base64;
+mod config;
+mod controller;
+mod env;
+mod error;
+mod http_client;
+mod image_check;
+mod kube;
+mod manifests;
+mod names;
+mod object;
+mod pod_status;
+mod random;
+mod registry;
+mod runtime;
+mod service;
+mod start_request;
+mod store;
+mod sys;
+mod timestamps;
+
+pub use config::Config;
+pub use env::ConfigError;
+pub use service::{StartError, run};
+pub use sys::limit_malloc_arenas;
+
+/// What the test suite drives directly besides the binary.
+#[doc(hidden)]
+pub mod testing {
+    /// The Kubernetes client, tested call by call against the fake API server.
+    pub mod kube {
+        pub use crate::kube::{
+            Client, Config, Deletion, KubeError, Resource, RetryPolicy, Timeouts, WatchEvent, owner_reference,
+        };
+    }
+    /// The socket and TLS helpers the fake servers share with the service.
+    pub use crate::api::bind_no_delay;
+    pub use crate::http_client::{certificates_in, tls_trusting};
+}

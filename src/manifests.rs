@@ -1,4 +1,5 @@
-//! The Kubernetes objects of one runtime (SPEC §5), built as JSON.
+//! The Kubernetes objects of one runtime (API.md §5), built as JSON, and the runtime read back
+//! from its anchor.
 //!
 //! The anchor Secret is created first and owns everything else, so deleting it (or the service
 //! dying halfway through a `/start`) never leaves an orphan behind.
@@ -9,14 +10,14 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::base64;
-use crate::config::{Config, RESERVED_ENV};
-use crate::kube_rest::owner_reference;
-use crate::runtime::{Command, DesiredState, PullPolicy, Runtime, StartRequest, parse_rfc3339};
+use crate::config::Config;
+use crate::kube::owner_reference;
+use crate::names::{RESERVED_ENV, session_host};
+use crate::object::{self, MANAGED_BY, RUNTIME_ID_LABEL};
+use crate::runtime::{DesiredState, Runtime};
+use crate::start_request::{Command, PullPolicy, StartRequest};
+use crate::timestamps::parse_rfc3339;
 
-pub const MANAGED_BY: &str = "openhands-k8s-runtime";
-/// Selects every object this service manages.
-pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=openhands-k8s-runtime";
-pub const RUNTIME_ID_LABEL: &str = "runtime-id";
 pub const SESSION_ID_ANNOTATION: &str = "openhands.dev/session-id";
 pub const DESIRED_STATE_ANNOTATION: &str = "openhands.dev/desired-state";
 pub const DESIRED_STATE_SINCE_ANNOTATION: &str = "openhands.dev/desired-state-since";
@@ -28,6 +29,8 @@ const CA_VOLUME: &str = "additional-ca";
 const WORKSPACE_VOLUME: &str = "workspace";
 const CA_PATH: &str = "/usr/local/share/ca-certificates/additional-ca.crt";
 const CONTAINER: &str = "agent";
+/// Where the agent server posts its events for the app server.
+const WEBHOOKS_VARIABLE: &str = "OH_WEBHOOKS_0_BASE_URL";
 
 /// `runtime-{id}`: the name of every object of a runtime.
 pub fn object_name(runtime_id: &str) -> String {
@@ -99,9 +102,7 @@ pub fn anchor_secret(
 /// under `data`). The error says what is missing or malformed.
 pub fn runtime_from_anchor(anchor: &Value) -> Result<Runtime, String> {
     let metadata = &anchor["metadata"];
-    let id = metadata["labels"][RUNTIME_ID_LABEL]
-        .as_str()
-        .ok_or("no runtime-id label")?;
+    let id = object::runtime_id(anchor).ok_or("no runtime-id label")?;
     let data = |key: &str| -> Result<String, String> {
         let encoded = anchor["data"][key]
             .as_str()
@@ -121,7 +122,7 @@ pub fn runtime_from_anchor(anchor: &Value) -> Result<Runtime, String> {
         id: id.to_string(),
         session_id: request.session_id.clone(),
         session_api_key: data(SESSION_KEY_KEY)?,
-        anchor_uid: metadata["uid"].as_str().ok_or("no uid")?.to_string(),
+        anchor_uid: object::uid(anchor).ok_or("no uid")?.to_string(),
         desired: desired_state_of(anchor).ok_or("no desired state")?,
         request,
         created_at,
@@ -131,11 +132,7 @@ pub fn runtime_from_anchor(anchor: &Value) -> Result<Runtime, String> {
 
 /// The desired state an anchor records.
 pub fn desired_state_of(anchor: &Value) -> Option<DesiredState> {
-    match anchor["metadata"]["annotations"][DESIRED_STATE_ANNOTATION].as_str()? {
-        "running" => Some(DesiredState::Running),
-        "paused" => Some(DesiredState::Paused),
-        _ => None,
-    }
+    DesiredState::parse(anchor["metadata"]["annotations"][DESIRED_STATE_ANNOTATION].as_str()?)
 }
 
 /// The merge patch that records a new desired state on the anchor.
@@ -166,20 +163,23 @@ fn env_from_secret(name: &str, secret: &str, key: &str) -> Value {
     json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
 }
 
-/// The container's environment in the order and with the override rules of SPEC §5: the
+/// Whether the request's own value of `name` is ignored: the reserved names always, and the
+/// webhook address when the operator sets it (`APP_SERVER_URL`, an in-cluster address that beats
+/// the app server's public one).
+fn service_keeps(config: &Config, name: &str) -> bool {
+    RESERVED_ENV.contains(&name) || (name == WEBHOOKS_VARIABLE && config.app_server_url.is_some())
+}
+
+/// The container's environment in the order and with the override rules of API.md §5: the
 /// service's variables, then `SANDBOX_ENV`, then the request's (which win on a shared name,
-/// except the reserved ones), then the webhook address. No name appears twice.
+/// except where `service_keeps` it), then the webhook address. No name appears twice.
 fn environment(config: &Config, runtime_id: &str, request: &StartRequest) -> Vec<Value> {
     let secret = object_name(runtime_id);
     let webhooks = config
         .app_server_url
         .as_ref()
         .map(|url| format!("{url}/api/v1/webhooks"));
-    let request_sets = |name: &str| {
-        request.environment.contains_key(name)
-            && !RESERVED_ENV.contains(&name)
-            && !(name == "OH_WEBHOOKS_0_BASE_URL" && webhooks.is_some())
-    };
+    let request_sets = |name: &str| request.environment.contains_key(name) && !service_keeps(config, name);
     let ports = config.ports;
     let mut service: Vec<(String, Value)> = vec![
         (
@@ -209,8 +209,9 @@ fn environment(config: &Config, runtime_id: &str, request: &StartRequest) -> Vec
         service.retain(|(existing, _)| existing != name);
         service.push((name.clone(), env_value(name, value)));
     }
-    let webhooks_set_by_operator = |name: &str| webhooks.is_some() && name == "OH_WEBHOOKS_0_BASE_URL";
-    service.retain(|(name, _)| !(request_sets(name) || webhooks_set_by_operator(name)));
+    // The request's block and the webhook address, which come later, take these names.
+    let taken_later = |name: &str| request_sets(name) || (name == WEBHOOKS_VARIABLE && webhooks.is_some());
+    service.retain(|(name, _)| !taken_later(name));
 
     let mut env: Vec<Value> = service.into_iter().map(|(_, entry)| entry).collect();
     for (index, name) in request.environment.keys().enumerate() {
@@ -219,7 +220,7 @@ fn environment(config: &Config, runtime_id: &str, request: &StartRequest) -> Vec
         }
     }
     if let Some(webhooks) = webhooks {
-        env.push(env_value("OH_WEBHOOKS_0_BASE_URL", &webhooks));
+        env.push(env_value(WEBHOOKS_VARIABLE, &webhooks));
     }
     env
 }
@@ -229,10 +230,7 @@ pub fn ignored_environment(config: &Config, request: &StartRequest) -> Vec<Strin
     request
         .environment
         .keys()
-        .filter(|name| {
-            RESERVED_ENV.contains(&name.as_str())
-                || (name.as_str() == "OH_WEBHOOKS_0_BASE_URL" && config.app_server_url.is_some())
-        })
+        .filter(|name| service_keeps(config, name))
         .cloned()
         .collect()
 }
@@ -247,7 +245,44 @@ fn mebibytes(amount: f64) -> String {
     format!("{}Mi", amount.round().max(1.0) as u64)
 }
 
+/// The sandbox pod: the agent container, its security context and runtime class, pull
+/// secrets, and the CA and workspace volumes.
 pub fn pod(config: &Config, runtime_id: &str, request: &StartRequest, anchor_uid: &str) -> Value {
+    let mut spec = json!({
+        "containers": [container(config, runtime_id, request)],
+        "restartPolicy": "Always",
+        "enableServiceLinks": false,
+        "automountServiceAccountToken": false,
+    });
+    if let Some(security) = security_context(request) {
+        spec["securityContext"] = security;
+    }
+    if let Some(class) = runtime_class(config, request) {
+        spec["runtimeClassName"] = json!(class);
+    }
+    if !config.image_pull_secrets.is_empty() {
+        let secrets: Vec<Value> = config
+            .image_pull_secrets
+            .iter()
+            .map(|name| json!({"name": name}))
+            .collect();
+        spec["imagePullSecrets"] = json!(secrets);
+    }
+    let (volumes, mounts) = volumes(config, runtime_id);
+    if !volumes.is_empty() {
+        spec["volumes"] = json!(volumes);
+        spec["containers"][0]["volumeMounts"] = json!(mounts);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata(runtime_id, &request.session_id, Some(anchor_uid)),
+        "spec": spec,
+    })
+}
+
+/// The one container: image, command, ports, environment, resources and probes.
+fn container(config: &Config, runtime_id: &str, request: &StartRequest) -> Value {
     let ports = config.ports;
     let f = request.resource_factor;
     let mut container = json!({
@@ -277,45 +312,36 @@ pub fn pod(config: &Config, runtime_id: &str, request: &StartRequest, anchor_uid
     if let Some(dir) = &request.working_dir {
         container["workingDir"] = json!(dir);
     }
+    container
+}
 
-    let mut spec = json!({
-        "containers": [container],
-        "restartPolicy": "Always",
-        "enableServiceLinks": false,
-        "automountServiceAccountToken": false,
-    });
-    let mut security = serde_json::Map::new();
-    for (field, value) in [
+/// The pod's user, group and filesystem group, where the request names them.
+fn security_context(request: &StartRequest) -> Option<Value> {
+    let security: serde_json::Map<String, Value> = [
         ("runAsUser", request.run_as_user),
         ("runAsGroup", request.run_as_group),
         ("fsGroup", request.fs_group),
-    ] {
-        if let Some(value) = value {
-            security.insert(field.to_string(), json!(value));
-        }
-    }
-    if !security.is_empty() {
-        spec["securityContext"] = Value::Object(security);
-    }
-    let runtime_class = match &request.runtime_class {
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| Some((field.to_string(), json!(value?))))
+    .collect();
+    (!security.is_empty()).then_some(Value::Object(security))
+}
+
+/// The requested class through `RUNTIME_CLASS_MAP` (which may drop it), else `RUNTIME_CLASS`.
+fn runtime_class(config: &Config, request: &StartRequest) -> Option<String> {
+    match &request.runtime_class {
         Some(requested) => config
             .runtime_class_map
             .get(requested)
             .cloned()
             .unwrap_or_else(|| Some(requested.clone())),
         None => config.runtime_class.clone(),
-    };
-    if let Some(class) = runtime_class {
-        spec["runtimeClassName"] = json!(class);
     }
-    if !config.image_pull_secrets.is_empty() {
-        let secrets: Vec<Value> = config
-            .image_pull_secrets
-            .iter()
-            .map(|name| json!({"name": name}))
-            .collect();
-        spec["imagePullSecrets"] = json!(secrets);
-    }
+}
+
+/// The extra CA and the workspace volume, where configured, with their mounts.
+fn volumes(config: &Config, runtime_id: &str) -> (Vec<Value>, Vec<Value>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     if let Some((secret, key)) = &config.ca_cert {
@@ -327,16 +353,7 @@ pub fn pod(config: &Config, runtime_id: &str, request: &StartRequest, anchor_uid
             .push(json!({"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": object_name(runtime_id)}}));
         mounts.push(json!({"name": WORKSPACE_VOLUME, "mountPath": workspace.mount_path}));
     }
-    if !volumes.is_empty() {
-        spec["volumes"] = json!(volumes);
-        spec["containers"][0]["volumeMounts"] = json!(mounts);
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata(runtime_id, &request.session_id, Some(anchor_uid)),
-        "spec": spec,
-    })
+    (volumes, mounts)
 }
 
 /// The runtime's workspace volume, when `WORKSPACE_STORAGE_SIZE` is set.
@@ -420,7 +437,7 @@ pub fn service(config: &Config, runtime_id: &str, session_id: &str, anchor_uid: 
 /// The hosts of a session: `{s}`, `vscode-{s}`, `work-1-{s}`, `work-2-{s}` under BASE_DOMAIN,
 /// each with the Service port it leads to.
 pub fn hosts(config: &Config, session_id: &str) -> [(String, &'static str); 4] {
-    let s = session_id.to_lowercase();
+    let s = session_host(session_id);
     let base = &config.base_domain;
     [
         (format!("{s}.{base}"), "agent"),

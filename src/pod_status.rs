@@ -1,4 +1,4 @@
-//! What a sandbox pod's status says, in the words clients understand (SPEC §4).
+//! What a sandbox pod's status says, in the words clients understand (API.md §4).
 //!
 //! Reasons and messages are Kubernetes' own, verbatim: the app server classifies failures by
 //! words such as `ImagePullBackOff` or `Unschedulable`.
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::runtime::parse_rfc3339;
+use crate::object;
+use crate::timestamps::parse_rfc3339;
 
 /// `pod_status` of the runtime object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,7 +54,7 @@ impl PodObservation {
         }
     }
 
-    /// `pod_status` at `now` (SPEC §4 rule 3: a pull error lasting longer than the grace fails).
+    /// `pod_status` at `now` (API.md §4 rule 3: a pull error lasting longer than the grace fails).
     pub fn status_at(&self, now: SystemTime, image_pull_grace: Duration) -> PodStatus {
         match self.pull_failing_since {
             Some(since) if now.duration_since(since).unwrap_or_default() > image_pull_grace => PodStatus::Failed,
@@ -82,8 +83,8 @@ impl PodRecord {
     /// The record of a pod as the API server returned it (`None` without a uid).
     pub fn of(pod: &Value) -> Option<PodRecord> {
         Some(PodRecord {
-            uid: pod["metadata"]["uid"].as_str()?.to_string(),
-            terminating: !pod["metadata"]["deletionTimestamp"].is_null(),
+            uid: object::uid(pod)?.to_string(),
+            terminating: object::is_being_deleted(pod),
             observation: observe(Some(pod)),
             changed_at: None,
         })
@@ -95,109 +96,144 @@ const FATAL_WAITING: [&str; 3] = ["InvalidImageName", "CreateContainerConfigErro
 /// Waiting reasons that may still cure themselves (a registry hiccup) for a while.
 const PULL_WAITING: [&str; 2] = ["ImagePullBackOff", "ErrImagePull"];
 
-/// Derives the observation from a pod (or its absence) by the rules of SPEC §4, in order;
+/// Derives the observation from a pod (or its absence) by the rules of API.md §4, in order;
 /// the image pull grace is applied when it is read (`PodObservation::status_at`).
 pub fn observe(pod: Option<&Value>) -> PodObservation {
-    let Some(pod) = pod.filter(|pod| pod["metadata"]["deletionTimestamp"].is_null()) else {
+    // Rule 1: no pod, or one on its way out.
+    let Some(pod) = pod.filter(|pod| !object::is_being_deleted(pod)) else {
         return PodObservation::new(PodStatus::NotFound);
     };
+    let containers = Containers::of(pod);
+    let (status, detail, pull_failing_since) = classify(pod, &containers);
+    PodObservation {
+        status,
+        detail,
+        restart_count: containers.restart_count(),
+        restart_reasons: containers.restart_reasons(),
+        pull_failing_since,
+    }
+}
+
+/// `pod_status`, why, and since when an image pull fails (rules 2 to 6).
+fn classify(pod: &Value, containers: &Containers) -> (PodStatus, Option<String>, Option<SystemTime>) {
+    if let Some(detail) = containers.waiting_for(&["CrashLoopBackOff"]) {
+        return (
+            PodStatus::CrashLoopBackOff,
+            containers.with_last_termination(Some(detail)),
+            None,
+        );
+    }
+    if let Some(detail) = containers.waiting_for(&FATAL_WAITING) {
+        return (PodStatus::Failed, Some(detail), None);
+    }
+    if let Some(detail) = containers.waiting_for(&PULL_WAITING) {
+        // Pull errors come before the container ever runs: they last since the pod began.
+        let since = pod["metadata"]["creationTimestamp"].as_str().and_then(parse_rfc3339);
+        return (PodStatus::Pending, Some(detail), Some(since.unwrap_or(UNIX_EPOCH)));
+    }
     let status = &pod["status"];
-    let containers: Vec<&Value> = status["containerStatuses"]
-        .as_array()
-        .map(|c| c.iter().collect())
-        .unwrap_or_default();
-    let restart_count = containers
+    let (pod_status, detail) = match status["phase"].as_str().unwrap_or_default() {
+        phase @ ("Failed" | "Succeeded") => (PodStatus::Failed, Some(how_it_ended(status, containers, phase))),
+        "Pending" => (PodStatus::Pending, why_pending(status, containers)),
+        "Running" if condition(status, "Ready").is_some_and(|c| c["status"] == "True") => (PodStatus::Ready, None),
+        "Running" => (
+            PodStatus::Running,
+            containers.with_last_termination(why_not_ready(status)),
+        ),
+        _ => (PodStatus::Unknown, reason_of(status)),
+    };
+    (pod_status, detail, None)
+}
+
+/// A pod that ended: how its container ended, else the pod's own reason.
+fn how_it_ended(status: &Value, containers: &Containers, phase: &str) -> String {
+    containers
+        .0
         .iter()
-        .filter_map(|c| c["restartCount"].as_u64())
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
-        .fold(0u32, u32::saturating_add);
-    let restart_reasons: Vec<String> = containers
-        .iter()
-        .filter_map(|c| c["lastState"]["terminated"]["reason"].as_str())
-        .map(str::to_string)
-        .collect();
-    let last_termination = containers
-        .iter()
-        .find_map(|c| describe_termination(&c["lastState"]["terminated"]));
-    let waiting = |reasons: &[&str]| {
-        containers.iter().find_map(|c| {
+        .find_map(|c| describe_termination(&c["state"]["terminated"]))
+        .or_else(|| reason_of(status))
+        .unwrap_or_else(|| format!("the pod ended in phase {phase}"))
+}
+
+/// Unscheduled, or what its container waits for (`ContainerCreating`, ...).
+fn why_pending(status: &Value, containers: &Containers) -> Option<String> {
+    unschedulable(status).or_else(|| {
+        containers.0.iter().find_map(|c| {
+            let waiting = &c["state"]["waiting"];
+            waiting["reason"]
+                .as_str()
+                .map(|reason| with_message(reason, waiting["message"].as_str()))
+        })
+    })
+}
+
+/// Why a running pod is not Ready, from its `Ready` condition.
+fn why_not_ready(status: &Value) -> Option<String> {
+    condition(status, "Ready").and_then(|c| {
+        c["reason"]
+            .as_str()
+            .map(|reason| with_message(reason, c["message"].as_str()))
+    })
+}
+
+/// The pod's own `reason: message`.
+fn reason_of(status: &Value) -> Option<String> {
+    status["reason"]
+        .as_str()
+        .map(|reason| with_message(reason, status["message"].as_str()))
+}
+
+/// A pod's container statuses.
+struct Containers<'a>(Vec<&'a Value>);
+
+impl<'a> Containers<'a> {
+    fn of(pod: &'a Value) -> Containers<'a> {
+        Containers(
+            pod["status"]["containerStatuses"]
+                .as_array()
+                .map(|c| c.iter().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn restart_count(&self) -> u32 {
+        self.0
+            .iter()
+            .filter_map(|c| c["restartCount"].as_u64())
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .fold(0u32, u32::saturating_add)
+    }
+
+    fn restart_reasons(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|c| c["lastState"]["terminated"]["reason"].as_str())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `reason: message` of the first container waiting for one of `reasons`.
+    fn waiting_for(&self, reasons: &[&str]) -> Option<String> {
+        self.0.iter().find_map(|c| {
             let waiting = &c["state"]["waiting"];
             let reason = waiting["reason"].as_str()?;
             reasons
                 .contains(&reason)
                 .then(|| with_message(reason, waiting["message"].as_str()))
         })
-    };
-    let observation = |pod_status: PodStatus, detail: Option<String>| PodObservation {
-        status: pod_status,
-        detail,
-        restart_count,
-        restart_reasons: restart_reasons.clone(),
-        pull_failing_since: None,
-    };
-    // A container that has restarted says why it last ended: while it runs again between two
-    // back-offs, that is the only reason to be seen.
-    let with_last_termination = |detail: Option<String>| match (detail, &last_termination) {
-        (Some(detail), Some(last)) => Some(format!("{detail}; last termination: {last}")),
-        (None, Some(last)) => Some(format!("last termination: {last}")),
-        (detail, None) => detail,
-    };
-    let phase = status["phase"].as_str().unwrap_or_default();
+    }
 
-    if let Some(detail) = waiting(&["CrashLoopBackOff"]) {
-        return observation(PodStatus::CrashLoopBackOff, with_last_termination(Some(detail)));
-    }
-    if let Some(detail) = waiting(&FATAL_WAITING) {
-        return observation(PodStatus::Failed, Some(detail));
-    }
-    if let Some(detail) = waiting(&PULL_WAITING) {
-        // Pull errors come before the container ever runs: they last since the pod began.
-        let since = pod["metadata"]["creationTimestamp"].as_str().and_then(parse_rfc3339);
-        return PodObservation {
-            pull_failing_since: Some(since.unwrap_or(UNIX_EPOCH)),
-            ..observation(PodStatus::Pending, Some(detail))
-        };
-    }
-    match phase {
-        "Failed" | "Succeeded" => {
-            let detail = containers
-                .iter()
-                .find_map(|c| describe_termination(&c["state"]["terminated"]))
-                .or_else(|| {
-                    status["reason"]
-                        .as_str()
-                        .map(|reason| with_message(reason, status["message"].as_str()))
-                })
-                .unwrap_or_else(|| format!("the pod ended in phase {phase}"));
-            observation(PodStatus::Failed, Some(detail))
-        }
-        "Pending" => {
-            let detail = unschedulable(status).or_else(|| {
-                containers.iter().find_map(|c| {
-                    let waiting = &c["state"]["waiting"];
-                    waiting["reason"]
-                        .as_str()
-                        .map(|reason| with_message(reason, waiting["message"].as_str()))
-                })
-            });
-            observation(PodStatus::Pending, detail)
-        }
-        "Running" if condition(status, "Ready").is_some_and(|c| c["status"] == "True") => {
-            observation(PodStatus::Ready, None)
-        }
-        "Running" => {
-            let detail = condition(status, "Ready").and_then(|c| {
-                c["reason"]
-                    .as_str()
-                    .map(|reason| with_message(reason, c["message"].as_str()))
-            });
-            observation(PodStatus::Running, with_last_termination(detail))
-        }
-        _ => {
-            let detail = status["reason"]
-                .as_str()
-                .map(|reason| with_message(reason, status["message"].as_str()));
-            observation(PodStatus::Unknown, detail)
+    /// A container that has restarted says why it last ended: while it runs again between two
+    /// back-offs, that is the only reason to be seen.
+    fn with_last_termination(&self, detail: Option<String>) -> Option<String> {
+        let last = self
+            .0
+            .iter()
+            .find_map(|c| describe_termination(&c["lastState"]["terminated"]));
+        match (detail, last) {
+            (Some(detail), Some(last)) => Some(format!("{detail}; last termination: {last}")),
+            (None, Some(last)) => Some(format!("last termination: {last}")),
+            (detail, None) => detail,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Does an image exist? Its registry is asked (SPEC §9): a `HEAD` of the manifest over the OCI
+//! Does an image exist? Its registry is asked (API.md §9): a `HEAD` of the manifest over the OCI
 //! distribution API, after the registry's own authentication dance. Never guessed.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use serde_json::Value;
 use ureq::http::{self, Method};
 
 use crate::base64;
-use crate::config::ConfigError;
+use crate::env::ConfigError;
 use crate::http_client::{agent_config, certificates_in, query_string, tls_trusting};
 
 /// Every manifest type a runtime could pull: OCI and Docker, single-platform and multi-platform.

@@ -1,17 +1,25 @@
-//! What the service knows of the cluster: the runtimes (from their anchor Secrets) and their
-//! pods (from the pod watch), joined by runtime id. A cache: the cluster stays the truth.
+//! What the service knows of the cluster: the runtimes (from their anchors) and their pods (from
+//! the pod watch), joined by runtime id. A cache in the manner of a reflector: the cluster stays
+//! the truth, and the store only applies what it says and what the service itself just did.
 //!
-//! One mutex guards it, held only for map operations, never across a Kubernetes call. Work on
-//! one session (and so on its runtime) is serialised by `lock_session`, which blocks callers
-//! for that session only: different runtimes proceed in parallel.
+//! - What the cluster says arrives as events: a watch event is one, and a list is a series of
+//!   them (`apply_pod_list`, `apply_anchor_list`), applied by the same rules.
+//! - What the service did (`record_*`) is known before the watch reports it, and is stamped
+//!   with the time: a list that began earlier cannot know of it and does not undo it.
+//! - Readers take `Arc` snapshots out of the lock and build their answers without it.
+//!
+//! One mutex guards it, held only for map operations, never across a Kubernetes call. Work on one
+//! session (and so on its runtime) is serialised by `lock_session`, which blocks callers for that
+//! session only: different runtimes proceed in parallel.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
+use crate::names::session_host;
 use crate::pod_status::{PodObservation, PodRecord, PodStatus};
-use crate::runtime::{DesiredState, Runtime, RuntimeView};
+use crate::runtime::{DesiredState, Runtime, RuntimeView, Status};
 
 #[derive(Default)]
 pub struct Store {
@@ -23,25 +31,22 @@ pub struct Store {
 struct Inner {
     /// Runtime id -> what is known of it.
     entries: HashMap<String, Entry>,
-    /// Lowercased session id -> runtime id: session ids equal up to case share one host name.
+    /// Session host form (`names::session_host`) -> runtime id.
     sessions: HashMap<String, String>,
-    /// Lowercased session ids with an operation in flight.
+    /// Sessions (host form) with an operation in flight.
     busy_sessions: HashSet<String>,
     /// Runtimes whose `/start` is creating objects: the orphan sweep leaves them alone.
     starting: HashSet<String>,
     ready: bool,
 }
 
-/// One runtime id's runtime (from its anchor) and pod (from the pod watch). Either may be
-/// known alone: the watch can report the pod of a start still in flight, and the pod of a
-/// stopped runtime until it is gone. Both are shared, so that readers take them out of the
-/// lock and build their answers without holding it.
+/// One runtime id's runtime (from its anchor) and pod (from the pod watch). Either may be known
+/// alone: the watch can report the pod of a start still in flight, and the pod of a stopped
+/// runtime until it is gone.
 #[derive(Default)]
 struct Entry {
     runtime: Option<Arc<Runtime>>,
     pod: Option<Arc<PodRecord>>,
-    /// The runtime's JSON as the last `/list` encoded it; see `EncodedView`.
-    encoded: Option<Arc<EncodedView>>,
 }
 
 impl Entry {
@@ -53,21 +58,18 @@ impl Entry {
         Some(Snapshot {
             runtime: self.runtime.clone()?,
             pod: self.pod.clone(),
-            encoded: self.encoded.clone().filter(|encoded| encoded.is_current(self)),
         })
     }
 
-    /// The answer to a create is the pod's first version. The pod watch may already have
-    /// reported a newer one, and the kubelet may not change the pod again for a long time
-    /// (an unschedulable or a ready pod), so that report is kept.
-    fn record_created_pod(&mut self, record: PodRecord) {
-        if self.pod.as_ref().is_some_and(|known| known.uid == record.uid) {
-            return;
-        }
-        self.pod = Some(Arc::new(PodRecord {
-            changed_at: Some(Instant::now()),
-            ..record
-        }));
+    /// Whether the service changed this entry at or after `listed_at`: a list that began
+    /// before cannot know of that change.
+    fn changed_since(&self, listed_at: Instant) -> (bool, bool) {
+        let runtime = self.runtime.as_ref().is_some_and(|r| r.changed_at >= listed_at);
+        let pod = self
+            .pod
+            .as_ref()
+            .is_some_and(|pod| pod.changed_at.is_some_and(|at| at >= listed_at));
+        (runtime, pod)
     }
 }
 
@@ -76,62 +78,36 @@ impl Entry {
 pub struct Snapshot {
     pub runtime: Arc<Runtime>,
     pub pod: Option<Arc<PodRecord>>,
-    /// Its JSON, if a `/list` encoded this very runtime and pod before.
-    pub encoded: Option<Arc<EncodedView>>,
-}
-
-/// A runtime's JSON as `/list` sends it, with the runtime and pod it was encoded from. Most
-/// runtimes do not change between two lists, and encoding thousands of views is most of a
-/// list's work, so the JSON is kept in the store. It is current while the store holds these
-/// very two: any change puts a new runtime or pod in place (holding them here makes
-/// `Arc::make_mut` copy rather than change them in place).
-pub struct EncodedView {
-    runtime: Arc<Runtime>,
-    pod: Option<Arc<PodRecord>>,
-    pub json: Box<[u8]>,
-}
-
-impl EncodedView {
-    /// `None` for a view that changes with time alone (an image pull failing within its grace).
-    pub fn of(snapshot: &Snapshot, json: &[u8]) -> Option<EncodedView> {
-        let timeless = snapshot
-            .pod
-            .as_ref()
-            .is_none_or(|pod| !pod.observation.depends_on_time());
-        timeless.then(|| EncodedView {
-            runtime: snapshot.runtime.clone(),
-            pod: snapshot.pod.clone(),
-            json: json.into(),
-        })
-    }
-
-    fn is_current(&self, entry: &Entry) -> bool {
-        let same_pod = match (&self.pod, &entry.pod) {
-            (Some(mine), Some(now)) => Arc::ptr_eq(mine, now),
-            (None, None) => true,
-            _ => false,
-        };
-        same_pod
-            && entry
-                .runtime
-                .as_ref()
-                .is_some_and(|now| Arc::ptr_eq(&self.runtime, now))
-    }
 }
 
 impl Snapshot {
+    /// What the runtime is, as of `now`.
+    pub fn status(&self, config: &Config, now: SystemTime) -> Status {
+        self.runtime.status_at(self.pod.as_deref(), config, now).0
+    }
+
     /// The runtime object clients see, as of `now`.
     pub fn view(&self, config: &Config, now: SystemTime) -> RuntimeView {
         self.runtime.view(self.pod.as_deref(), config, now)
     }
 }
 
-/// A change to a pod, as the pod watch reports it.
+/// What the cluster says of a runtime's pod.
+#[derive(Debug)]
 pub enum PodEvent {
-    /// The pod was created or changed.
+    /// The pod was created (`added`) or changed.
     Seen { added: bool, record: PodRecord },
     /// The pod with this uid is gone.
     Gone { uid: String },
+}
+
+/// What the cluster says of a runtime's anchor.
+#[derive(Debug)]
+pub enum AnchorEvent {
+    /// It records this desired state (set by the service or by an operator).
+    Desired(DesiredState),
+    /// It is gone, or being deleted: so is the runtime.
+    Gone,
 }
 
 /// Exclusive right to change one session's runtime; released on drop.
@@ -160,16 +136,98 @@ impl Drop for StartGuard<'_> {
 }
 
 impl Inner {
+    /// Events of an older pod of the runtime (the one a resume or a repair replaced) are stale
+    /// and ignored; a newly added pod always counts.
+    fn apply_pod(&mut self, runtime_id: &str, event: PodEvent) {
+        let entry = self.entries.entry(runtime_id.to_string()).or_default();
+        let is_current = |uid: &str| entry.pod.as_ref().is_none_or(|current| current.uid == uid);
+        match event {
+            PodEvent::Seen { added, record } if added || is_current(&record.uid) => {
+                entry.pod = Some(Arc::new(record));
+            }
+            PodEvent::Gone { uid } if is_current(&uid) => entry.pod = None,
+            _ => {}
+        }
+        self.forget_if_empty(runtime_id);
+    }
+
+    /// True when this forgot the runtime.
+    fn apply_anchor(&mut self, runtime_id: &str, event: AnchorEvent) -> bool {
+        let Some(entry) = self.entries.get_mut(runtime_id) else {
+            return false;
+        };
+        let Some(runtime) = entry.runtime.as_mut() else {
+            return false;
+        };
+        match event {
+            AnchorEvent::Desired(desired) => {
+                if runtime.desired != desired {
+                    Arc::make_mut(runtime).desired = desired;
+                }
+                false
+            }
+            AnchorEvent::Gone => {
+                self.sessions.remove(&session_host(&runtime.session_id));
+                entry.runtime = None;
+                self.forget_if_empty(runtime_id);
+                true
+            }
+        }
+    }
+
+    fn insert_runtime(&mut self, runtime: Runtime) {
+        self.sessions
+            .insert(session_host(&runtime.session_id), runtime.id.clone());
+        let entry = self.entries.entry(runtime.id.clone()).or_default();
+        entry.runtime = Some(Arc::new(runtime));
+    }
+
+    /// Replaces the pods with a list that began at `listed_at`, as the events it amounts to:
+    /// every listed pod is seen anew, and a known pod the list lacks is gone. Entries the
+    /// service changed since the list began are left as they are.
+    fn apply_pod_list(&mut self, listed_at: Instant, mut listed: HashMap<String, PodRecord>) {
+        let mut events = Vec::new();
+        for (runtime_id, entry) in &self.entries {
+            let listed = listed.remove(runtime_id);
+            if entry.changed_since(listed_at).1 {
+                continue;
+            }
+            match (listed, &entry.pod) {
+                (Some(record), _) => events.push((runtime_id.clone(), PodEvent::Seen { added: true, record })),
+                (None, Some(pod)) => events.push((runtime_id.clone(), PodEvent::Gone { uid: pod.uid.clone() })),
+                (None, None) => {}
+            }
+        }
+        events.extend(
+            listed
+                .into_iter()
+                .map(|(runtime_id, record)| (runtime_id, PodEvent::Seen { added: true, record })),
+        );
+        for (runtime_id, event) in events {
+            self.apply_pod(&runtime_id, event);
+        }
+    }
+
+    /// The answer to a create is the pod's first version. The pod watch may already have
+    /// reported a newer one, and the kubelet may not change the pod again for a long time (an
+    /// unschedulable or a ready pod), so that report is kept.
+    fn record_pod_created(&mut self, runtime_id: &str, record: PodRecord) {
+        let entry = self.entries.entry(runtime_id.to_string()).or_default();
+        if entry.pod.as_ref().is_some_and(|known| known.uid == record.uid) {
+            return;
+        }
+        entry.pod = Some(Arc::new(PodRecord {
+            changed_at: Some(Instant::now()),
+            ..record
+        }));
+    }
+
     /// Drops the entry of `runtime_id` once nothing is known of it.
     fn forget_if_empty(&mut self, runtime_id: &str) {
         if self.entries.get(runtime_id).is_some_and(Entry::is_empty) {
             self.entries.remove(runtime_id);
         }
     }
-}
-
-fn session_key(session_id: &str) -> String {
-    session_id.to_lowercase()
 }
 
 impl Store {
@@ -181,9 +239,11 @@ impl Store {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    // ---- serialising work on a session ----
+
     /// Waits until no other operation works on this session, then holds it.
     pub fn lock_session(&self, session_id: &str) -> SessionGuard<'_> {
-        let key = session_key(session_id);
+        let key = session_host(session_id);
         let mut inner = self.lock();
         while inner.busy_sessions.contains(&key) {
             inner = self
@@ -197,19 +257,27 @@ impl Store {
 
     /// Holds the session if nobody else does (background work defers to clients).
     pub fn try_lock_session(&self, session_id: &str) -> Option<SessionGuard<'_>> {
-        let key = session_key(session_id);
+        let key = session_host(session_id);
         if !self.lock().busy_sessions.insert(key.clone()) {
             return None;
         }
         Some(SessionGuard { store: self, key })
     }
 
+    /// Marks a runtime whose objects `/start` is creating, until the guard drops.
     pub fn begin_start(&self, runtime_id: &str) -> StartGuard<'_> {
         self.lock().starting.insert(runtime_id.to_string());
         StartGuard {
             store: self,
             runtime_id: runtime_id.to_string(),
         }
+    }
+
+    // ---- readers ----
+
+    /// Whether every runtime has been loaded from the cluster.
+    pub fn is_ready(&self) -> bool {
+        self.lock().ready
     }
 
     /// Whether a runtime exists, or is being started.
@@ -225,58 +293,30 @@ impl Store {
     /// The runtime of a session, found regardless of case (the caller checks the exact id).
     pub fn runtime_of_session(&self, session_id: &str) -> Option<Arc<Runtime>> {
         let inner = self.lock();
-        let runtime_id = inner.sessions.get(&session_key(session_id))?;
+        let runtime_id = inner.sessions.get(&session_host(session_id))?;
         inner.entries.get(runtime_id)?.runtime.clone()
     }
 
-    /// Adds a runtime with the pod its start created (`None`: it has none yet). The pod watch
-    /// may have reported that pod already: see `pod_created`.
-    pub fn insert(&self, runtime: Runtime, created_pod: Option<PodRecord>) {
-        let mut inner = self.lock();
+    /// The runtimes for which `select` holds, given each one's pod.
+    pub fn runtimes_where(&self, mut select: impl FnMut(&Runtime, Option<&PodRecord>) -> bool) -> Vec<Arc<Runtime>> {
+        let inner = self.lock();
         inner
-            .sessions
-            .insert(session_key(&runtime.session_id), runtime.id.clone());
-        let entry = inner.entries.entry(runtime.id.clone()).or_default();
-        if let Some(record) = created_pod {
-            entry.record_created_pod(record);
-        }
-        entry.runtime = Some(Arc::new(runtime));
-    }
-
-    /// Forgets a runtime; its pod is known until the watch reports it gone.
-    pub fn remove(&self, runtime_id: &str) -> Option<Arc<Runtime>> {
-        let mut inner = self.lock();
-        let runtime = inner.entries.get_mut(runtime_id)?.runtime.take()?;
-        inner.sessions.remove(&session_key(&runtime.session_id));
-        inner.forget_if_empty(runtime_id);
-        Some(runtime)
-    }
-
-    /// Records a desired state the service has just written on the anchor.
-    pub fn set_desired(&self, runtime_id: &str, desired: DesiredState) {
-        if let Some(runtime) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.runtime.as_mut()) {
-            let runtime = Arc::make_mut(runtime);
-            runtime.desired = desired;
-            runtime.changed_at = Instant::now();
-        }
-    }
-
-    /// Records a desired state the anchor watch reports (set by the service or an operator).
-    pub fn observe_desired(&self, runtime_id: &str, desired: DesiredState) {
-        if let Some(runtime) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.runtime.as_mut()) {
-            if runtime.desired != desired {
-                Arc::make_mut(runtime).desired = desired;
-            }
-        }
+            .entries
+            .values()
+            .filter_map(|entry| {
+                let runtime = entry.runtime.as_ref()?;
+                select(runtime, entry.pod.as_deref()).then(|| runtime.clone())
+            })
+            .collect()
     }
 
     /// One runtime and its pod.
-    pub fn find(&self, runtime_id: &str) -> Option<Snapshot> {
+    pub fn snapshot(&self, runtime_id: &str) -> Option<Snapshot> {
         self.lock().entries.get(runtime_id)?.snapshot()
     }
 
     /// Every runtime and its pod, oldest runtime first.
-    pub fn all(&self) -> Vec<Snapshot> {
+    pub fn snapshots(&self) -> Vec<Snapshot> {
         let mut all: Vec<(SystemTime, Snapshot)> = self
             .lock()
             .entries
@@ -289,57 +329,104 @@ impl Store {
         all.into_iter().map(|(_, snapshot)| snapshot).collect()
     }
 
-    /// Keeps views `/list` has just encoded for the next one, unless their runtime changed since.
-    pub fn keep_encoded(&self, views: Vec<EncodedView>) {
-        let mut inner = self.lock();
-        for view in views {
-            if let Some(entry) = inner.entries.get_mut(&view.runtime.id) {
-                if view.is_current(entry) {
-                    entry.encoded = Some(Arc::new(view));
-                }
-            }
-        }
-    }
-
-    /// The runtime of each session id and its pod, in order; `None` for an unknown one.
-    pub fn of_sessions(&self, session_ids: &[&str]) -> Vec<Option<Snapshot>> {
+    /// The runtime of each session id and its pod, in order; `None` for an unknown one (and for
+    /// one that differs from its session's id in case).
+    pub fn snapshots_of_sessions(&self, session_ids: &[&str]) -> Vec<Option<Snapshot>> {
         let inner = self.lock();
         session_ids
             .iter()
             .map(|session_id| {
-                let runtime_id = inner.sessions.get(&session_key(session_id))?;
+                let runtime_id = inner.sessions.get(&session_host(session_id))?;
                 let snapshot = inner.entries.get(runtime_id)?.snapshot()?;
                 (snapshot.runtime.session_id == *session_id).then_some(snapshot)
             })
             .collect()
     }
 
-    /// Runtimes for which `diverges` holds.
-    pub fn select(&self, mut diverges: impl FnMut(&Runtime, Option<&PodRecord>) -> bool) -> Vec<Arc<Runtime>> {
-        let inner = self.lock();
-        inner
+    // ---- what the cluster says ----
+
+    /// Loads what recovery listed, every runtime and the pods of a list that began at
+    /// `listed_at`; then the store is ready.
+    pub fn load(&self, runtimes: Vec<Runtime>, listed_at: Instant, pods: HashMap<String, PodRecord>) {
+        let mut inner = self.lock();
+        for runtime in runtimes {
+            inner.insert_runtime(runtime);
+        }
+        inner.apply_pod_list(listed_at, pods);
+        inner.ready = true;
+    }
+
+    /// Applies a pod watch event.
+    pub fn apply_pod(&self, runtime_id: &str, event: PodEvent) {
+        self.lock().apply_pod(runtime_id, event);
+    }
+
+    /// Applies a list of pods (runtime id -> pod) that began at `listed_at`.
+    pub fn apply_pod_list(&self, listed_at: Instant, listed: HashMap<String, PodRecord>) {
+        self.lock().apply_pod_list(listed_at, listed);
+    }
+
+    /// Applies an anchor watch event; true when the runtime is forgotten by it.
+    pub fn apply_anchor(&self, runtime_id: &str, event: AnchorEvent) -> bool {
+        self.lock().apply_anchor(runtime_id, event)
+    }
+
+    /// Applies a list of anchors (runtime id -> desired state) that began at `listed_at`: a
+    /// runtime whose anchor the list lacks is gone, unless the service changed it after the list
+    /// began. Returns the runtimes forgotten.
+    pub fn apply_anchor_list(&self, listed_at: Instant, anchors: &HashMap<String, DesiredState>) -> Vec<String> {
+        let mut inner = self.lock();
+        let events: Vec<(String, AnchorEvent)> = inner
             .entries
-            .values()
-            .filter_map(|entry| {
-                let runtime = entry.runtime.as_ref()?;
-                diverges(runtime, entry.pod.as_deref()).then(|| runtime.clone())
+            .iter()
+            .filter(|(_, entry)| entry.runtime.is_some() && !entry.changed_since(listed_at).0)
+            .map(|(runtime_id, _)| {
+                let event = anchors
+                    .get(runtime_id)
+                    .map_or(AnchorEvent::Gone, |desired| AnchorEvent::Desired(*desired));
+                (runtime_id.clone(), event)
             })
+            .collect();
+        events
+            .into_iter()
+            .filter_map(|(runtime_id, event)| inner.apply_anchor(&runtime_id, event).then_some(runtime_id))
             .collect()
     }
 
-    /// Records a pod the service has just created (see `Entry::record_created_pod`).
-    pub fn pod_created(&self, runtime_id: &str, record: PodRecord) {
+    // ---- what the service did ----
+
+    /// A runtime `/start` created, with the pod it created (`None`: none yet). The pod watch
+    /// may have reported that pod already: see `record_pod_created`.
+    pub fn record_started(&self, runtime: Runtime, created_pod: Option<PodRecord>) {
         let mut inner = self.lock();
-        inner
-            .entries
-            .entry(runtime_id.to_string())
-            .or_default()
-            .record_created_pod(record);
+        if let Some(record) = created_pod {
+            inner.record_pod_created(&runtime.id, record);
+        }
+        inner.insert_runtime(runtime);
     }
 
-    /// Records that the service has just deleted the runtime's pod: until the watch reports it
-    /// gone, it terminates and its name is taken. A pod already reported gone stays gone.
-    pub fn pod_deleted(&self, runtime_id: &str) {
+    /// A runtime `/stop` removed; its pod is known until the watch reports it gone.
+    pub fn record_stopped(&self, runtime_id: &str) {
+        self.lock().apply_anchor(runtime_id, AnchorEvent::Gone);
+    }
+
+    /// A desired state the service has just written on the anchor.
+    pub fn record_desired(&self, runtime_id: &str, desired: DesiredState) {
+        if let Some(runtime) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.runtime.as_mut()) {
+            let runtime = Arc::make_mut(runtime);
+            runtime.desired = desired;
+            runtime.changed_at = Instant::now();
+        }
+    }
+
+    /// A pod the service has just created.
+    pub fn record_pod_created(&self, runtime_id: &str, record: PodRecord) {
+        self.lock().record_pod_created(runtime_id, record);
+    }
+
+    /// The service has just deleted the runtime's pod: until the watch reports it gone, it
+    /// terminates and its name is taken. A pod already reported gone stays gone.
+    pub fn record_pod_deleted(&self, runtime_id: &str) {
         if let Some(record) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.pod.as_mut()) {
             let record = Arc::make_mut(record);
             record.terminating = true;
@@ -347,73 +434,166 @@ impl Store {
             record.changed_at = Some(Instant::now());
         }
     }
+}
 
-    /// Applies a pod watch event. Events of an older pod of the runtime (the one a resume or a
-    /// repair replaced) are stale and ignored; a newly added pod always counts.
-    pub fn pod_event(&self, runtime_id: &str, event: PodEvent) {
-        let mut inner = self.lock();
-        let entry = inner.entries.entry(runtime_id.to_string()).or_default();
-        let is_current = |uid: &str| entry.pod.as_ref().is_none_or(|current| current.uid == uid);
-        match event {
-            PodEvent::Seen { added, record } if added || is_current(&record.uid) => {
-                entry.pod = Some(Arc::new(record));
-            }
-            PodEvent::Gone { uid } if is_current(&uid) => entry.pod = None,
-            _ => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::start_request::StartRequest;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread;
+    use std::time::Duration;
+
+    fn runtime(id: &str, session_id: &str) -> Runtime {
+        Runtime {
+            id: id.to_string(),
+            session_id: session_id.to_string(),
+            session_api_key: "key".to_string(),
+            anchor_uid: format!("uid-{id}"),
+            request: StartRequest::from_json(&json!({"session_id": session_id}), "image:1").unwrap(),
+            desired: DesiredState::Running,
+            created_at: SystemTime::UNIX_EPOCH,
+            // Written long ago: lists that begin now know of it.
+            changed_at: Instant::now()
+                .checked_sub(Duration::from_secs(1))
+                .expect("up for a second"),
         }
-        inner.forget_if_empty(runtime_id);
     }
 
-    /// Replaces the pods with a list that began at `listed_at`, except where the service
-    /// itself changed a pod since: the list cannot know of that.
-    pub fn replace_pods(&self, listed_at: Instant, mut listed: HashMap<String, PodRecord>) {
-        let mut inner = self.lock();
-        for (runtime_id, entry) in &mut inner.entries {
-            let changed_since = entry
-                .pod
-                .as_ref()
-                .is_some_and(|pod| pod.changed_at.is_some_and(|at| at >= listed_at));
-            let listed = listed.remove(runtime_id);
-            if !changed_since {
-                entry.pod = listed.map(Arc::new);
-            }
+    fn pod(uid: &str, status: PodStatus) -> PodRecord {
+        PodRecord {
+            uid: uid.to_string(),
+            terminating: false,
+            observation: PodObservation::new(status),
+            changed_at: None,
         }
-        for (runtime_id, record) in listed {
-            inner.entries.entry(runtime_id).or_default().pod = Some(Arc::new(record));
-        }
-        inner.entries.retain(|_, entry| !entry.is_empty());
     }
 
-    /// Brings the runtimes in line with a list of anchors (id -> desired state) that began at
-    /// `listed_at`: runtimes whose anchor is gone are forgotten, unless the service changed
-    /// them after the list began.
-    pub fn replace_anchors(&self, listed_at: Instant, anchors: &HashMap<String, DesiredState>) -> Vec<String> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let mut forgotten = Vec::new();
-        for (runtime_id, entry) in &mut inner.entries {
-            let Some(runtime) = entry.runtime.as_mut().filter(|r| r.changed_at < listed_at) else {
-                continue;
-            };
-            match anchors.get(runtime_id) {
-                Some(desired) if runtime.desired != *desired => Arc::make_mut(runtime).desired = *desired,
-                Some(_) => {}
-                None => {
-                    inner.sessions.remove(&session_key(&runtime.session_id));
-                    entry.runtime = None;
-                    forgotten.push(runtime_id.clone());
-                }
-            }
+    fn seen(added: bool, uid: &str, status: PodStatus) -> PodEvent {
+        PodEvent::Seen {
+            added,
+            record: pod(uid, status),
         }
-        inner.entries.retain(|_, entry| !entry.is_empty());
-        forgotten
     }
 
-    pub fn set_ready(&self) {
-        self.lock().ready = true;
+    fn pod_status(store: &Store, runtime_id: &str) -> Option<(String, PodStatus)> {
+        let pod = store.snapshot(runtime_id)?.pod?;
+        Some((pod.uid.clone(), pod.observation.status))
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.lock().ready
+    fn loaded(runtimes: Vec<Runtime>) -> Store {
+        let store = Store::new();
+        store.load(runtimes, Instant::now(), HashMap::new());
+        store
+    }
+
+    #[test]
+    fn news_of_a_replaced_pod_is_stale() {
+        let store = loaded(vec![runtime("r1", "s1")]);
+        store.apply_pod("r1", seen(true, "old", PodStatus::Ready));
+        store.apply_pod("r1", seen(true, "new", PodStatus::Pending));
+        // The old pod's last words arrive after the new pod was added.
+        store.apply_pod("r1", seen(false, "old", PodStatus::Running));
+        store.apply_pod("r1", PodEvent::Gone { uid: "old".into() });
+        assert_eq!(pod_status(&store, "r1"), Some(("new".into(), PodStatus::Pending)));
+        store.apply_pod("r1", PodEvent::Gone { uid: "new".into() });
+        assert_eq!(pod_status(&store, "r1"), None);
+    }
+
+    #[test]
+    fn the_watch_report_of_a_created_pod_beats_the_create_answer() {
+        let store = loaded(vec![runtime("r1", "s1")]);
+        store.apply_pod("r1", seen(true, "p", PodStatus::Ready));
+        store.record_pod_created("r1", pod("p", PodStatus::Pending));
+        assert_eq!(pod_status(&store, "r1"), Some(("p".into(), PodStatus::Ready)));
+    }
+
+    #[test]
+    fn a_pod_list_replaces_what_it_knows_but_not_what_the_service_did_since() {
+        let store = loaded(vec![runtime("r1", "s1"), runtime("r2", "s2"), runtime("r3", "s3")]);
+        store.apply_pod("r1", seen(true, "a", PodStatus::Pending));
+        store.apply_pod("r2", seen(true, "b", PodStatus::Ready));
+        let listed_at = Instant::now();
+        store.record_pod_created("r3", pod("c", PodStatus::Pending));
+        let listed = HashMap::from([("r1".to_string(), pod("a", PodStatus::Ready))]);
+        store.apply_pod_list(listed_at, listed);
+        assert_eq!(
+            pod_status(&store, "r1"),
+            Some(("a".into(), PodStatus::Ready)),
+            "seen anew"
+        );
+        assert_eq!(pod_status(&store, "r2"), None, "the list lacks it: gone");
+        assert_eq!(
+            pod_status(&store, "r3"),
+            Some(("c".into(), PodStatus::Pending)),
+            "created after the list began"
+        );
+    }
+
+    #[test]
+    fn an_anchor_list_that_lacks_a_runtime_drops_it() {
+        let store = loaded(vec![runtime("r1", "s1"), runtime("r2", "s2"), runtime("r3", "s3")]);
+        let listed_at = Instant::now();
+        store.record_desired("r3", DesiredState::Paused);
+        let anchors = HashMap::from([("r1".to_string(), DesiredState::Paused)]);
+        let forgotten = store.apply_anchor_list(listed_at, &anchors);
+        assert_eq!(forgotten, ["r2"]);
+        assert!(store.runtime("r2").is_none() && store.runtime_of_session("s2").is_none());
+        assert_eq!(store.runtime("r1").map(|r| r.desired), Some(DesiredState::Paused));
+        assert!(
+            store.runtime("r3").is_some(),
+            "changed by the service after the list began"
+        );
+    }
+
+    #[test]
+    fn an_anchor_event_sets_the_desired_state_or_forgets_the_runtime() {
+        let store = loaded(vec![runtime("r1", "Session-A")]);
+        assert!(!store.apply_anchor("r1", AnchorEvent::Desired(DesiredState::Paused)));
+        assert!(store.runtime("r1").is_some_and(|r| r.is_paused()));
+        assert!(!store.apply_anchor("unknown", AnchorEvent::Gone));
+        assert!(store.apply_anchor("r1", AnchorEvent::Gone));
+        assert!(store.runtime_of_session("session-a").is_none());
+        assert!(store.snapshots().is_empty());
+    }
+
+    #[test]
+    fn sessions_are_found_regardless_of_case_but_batches_want_the_exact_id() {
+        let store = loaded(vec![runtime("r1", "Session-A"), runtime("r2", "b")]);
+        assert_eq!(
+            store.runtime_of_session("session-a").map(|r| r.id.clone()),
+            Some("r1".into())
+        );
+        let found = store.snapshots_of_sessions(&["b", "session-a", "Session-A", "nope"]);
+        let ids: Vec<_> = found
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.runtime.id.as_str()))
+            .collect();
+        assert_eq!(ids, [Some("r2"), None, Some("r1"), None]);
+    }
+
+    #[test]
+    fn one_session_at_a_time_others_in_parallel() {
+        let store = Arc::new(Store::new());
+        let held = store.lock_session("Abc");
+        assert!(store.try_lock_session("abc").is_none(), "the same session up to case");
+        let other = store.try_lock_session("other");
+        assert!(other.is_some(), "another session is free");
+
+        let entered = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (store, entered) = (store.clone(), entered.clone());
+            thread::spawn(move || {
+                let _guard = store.lock_session("ABC");
+                entered.store(true, Ordering::SeqCst);
+            })
+        };
+        thread::sleep(Duration::from_millis(50));
+        assert!(!entered.load(Ordering::SeqCst), "waits while the session is held");
+        drop(held);
+        waiter.join().unwrap();
+        assert!(entered.load(Ordering::SeqCst));
+        assert!(store.try_lock_session("abc").is_some(), "released again");
     }
 }

@@ -1,4 +1,4 @@
-//! The HTTP contract of SPEC §3 as clients see it: every endpoint, every error, the runtime
+//! The HTTP contract of API.md §3 as clients see it: every endpoint, every error, the runtime
 //! object's fields and types, and startup configuration errors.
 
 mod support;
@@ -10,7 +10,7 @@ use support::schema::example;
 use support::service::{base_env, spawn};
 use support::{API_KEY, BASE_DOMAIN, FakeKube, Service};
 
-/// Every field of the runtime object, with its JSON type (SPEC §3).
+/// Every field of the runtime object, with its JSON type (API.md §3).
 fn assert_runtime_object(runtime: &Value) {
     let fields = runtime.as_object().expect("an object");
     let expected = [

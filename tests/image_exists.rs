@@ -1,4 +1,4 @@
-//! `/image_exists` against a real registry (SPEC §9): Debian's `docker-registry`, the CNCF
+//! `/image_exists` against a real registry (API.md §9): Debian's `docker-registry`, the CNCF
 //! distribution registry, run on loopback, open, behind htpasswd, behind a token service, and
 //! over TLS. The answer must be the registry's, never a guess.
 

@@ -7,9 +7,8 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use openhands_k8s_runtime::kube_rest::{
-    Client, Config, Deletion, KubeError, PropagationPolicy, Resource, RetryPolicy, Timeouts, WatchEvent,
-    owner_reference,
+use openhands_k8s_runtime::testing::kube::{
+    Client, Config, Deletion, KubeError, Resource, RetryPolicy, Timeouts, WatchEvent, owner_reference,
 };
 use serde_json::{Value, json};
 use support::{FakeKube, Fault, FaultRule, NAMESPACE, PodFate, TOKEN};
@@ -131,12 +130,7 @@ fn every_resource_is_created_read_listed_patched_and_deleted() {
     );
 
     for (resource, _) in &cases {
-        assert_eq!(
-            client
-                .delete(*resource, "runtime-abc", PropagationPolicy::Background)
-                .unwrap(),
-            Deletion::Deleted
-        );
+        assert_eq!(client.delete(*resource, "runtime-abc").unwrap(), Deletion::Deleted);
     }
     // The pod terminates gracefully and the claim waits for its pod: both go shortly after.
     assert!(
@@ -148,12 +142,7 @@ fn every_resource_is_created_read_listed_patched_and_deleted() {
             client.get(*resource, "runtime-abc"),
             Err(KubeError::NotFound(_))
         ));
-        assert_eq!(
-            client
-                .delete(*resource, "runtime-abc", PropagationPolicy::Background)
-                .unwrap(),
-            Deletion::AlreadyGone
-        );
+        assert_eq!(client.delete(*resource, "runtime-abc").unwrap(), Deletion::AlreadyGone);
     }
     assert!(fake.object_names().is_empty());
 }
@@ -473,9 +462,7 @@ fn deleting_the_owner_garbage_collects_its_dependents() {
         .create(Resource::PersistentVolumeClaims, &owned(claim("runtime-gc")))
         .unwrap();
 
-    client
-        .delete(Resource::Secrets, "runtime-gc", PropagationPolicy::Background)
-        .unwrap();
+    client.delete(Resource::Secrets, "runtime-gc").unwrap();
     assert!(fake.wait_for(WAIT, |cluster| {
         ["pods", "services", "ingresses", "persistentvolumeclaims", "secrets"]
             .iter()
@@ -493,9 +480,7 @@ fn a_deleted_pod_terminates_before_it_is_gone() {
             .is_some_and(|p| p["status"]["phase"] == "Running")
     }));
     fake.hold_terminating(true);
-    client
-        .delete(Resource::Pods, "runtime-t", PropagationPolicy::Background)
-        .unwrap();
+    client.delete(Resource::Pods, "runtime-t").unwrap();
     let terminating = client.get(Resource::Pods, "runtime-t").unwrap();
     assert!(terminating["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(terminating["metadata"]["deletionGracePeriodSeconds"], 30);
@@ -610,9 +595,7 @@ fn a_watch_streams_changes_in_order_with_bookmarks_while_idle() {
                     pod["status"]["phase"].as_str().unwrap_or_default().to_string(),
                 ));
                 if ready {
-                    client
-                        .delete(Resource::Pods, "runtime-w", PropagationPolicy::Background)
-                        .unwrap();
+                    client.delete(Resource::Pods, "runtime-w").unwrap();
                 }
             }
             WatchEvent::Deleted(pod) => {

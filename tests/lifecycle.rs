@@ -1,4 +1,4 @@
-//! Runtimes through their lives (SPEC §4, §6): every status row, pause and resume, errors and
+//! Runtimes through their lives (API.md §4, §6): every status row, pause and resume, errors and
 //! recovery, stop, rollback, and logs that keep secrets.
 
 mod support;

@@ -1,4 +1,4 @@
-//! The Kubernetes objects of a runtime (SPEC §5), for the `/start` bodies the three real
+//! The Kubernetes objects of a runtime (API.md §5), for the `/start` bodies the three real
 //! clients send, as the fake API server received them and validated against the schemas.
 
 mod support;

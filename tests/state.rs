@@ -1,4 +1,4 @@
-//! Crash-safe state (SPEC §6, §7): the cluster is the store. The service is killed at every
+//! Crash-safe state (API.md §6, §7): the cluster is the store. The service is killed at every
 //! Kubernetes write of every operation, restarted, and must converge; runtimes survive
 //! restarts; watches recover; changes made behind its back are followed; orphans are swept.
 

@@ -139,7 +139,7 @@ impl Builder {
         let address = format!("127.0.0.1:{}", self.port);
         // TCP_NODELAY as the Go API server has: without it each answer over ~1 KiB waits for
         // the client's delayed ACK.
-        let listener = openhands_k8s_runtime::api::bind_no_delay(&address).expect("bind the fake API server");
+        let listener = openhands_k8s_runtime::testing::bind_no_delay(&address).expect("bind the fake API server");
         let (server, ca_pem) = if self.tls {
             let pki = TestPki::generate("fake-kube-ca");
             let config = tiny_http::SslConfig {

@@ -15,7 +15,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::{Value, json};
 
-use openhands_k8s_runtime::http_client::{certificates_in, tls_trusting};
+use openhands_k8s_runtime::testing::{certificates_in, tls_trusting};
 
 use super::fake_kube::query_params;
 use super::tls::TestPki;
