@@ -58,6 +58,9 @@ fn follow(
                     if let Some(version) = event_version(&event) {
                         resource_version = version;
                     }
+                    if let WatchEvent::Bookmark(version) = &event {
+                        log::debug!("the {} watch is at {version} (bookmark)", resource.plural());
+                    }
                     apply(controller, event);
                 }
                 Ok(())

@@ -5,6 +5,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
+#[cfg(test)]
+pub mod control_plane;
 pub mod deploy;
 pub mod fake_kube;
 pub mod kubelet;

@@ -88,13 +88,26 @@ impl Service {
     pub fn start_unready(fake: &FakeKube, extra: &[(&str, &str)]) -> Service {
         fake.check_calls_against_role();
         let dir = super::temp_dir("service");
-        let port = super::free_port();
         let mut env = base_env(fake, &dir);
-        env.push(("SERVER_PORT".to_string(), port.to_string()));
         for (name, value) in extra {
             env.retain(|(k, _)| k != name);
             env.push((name.to_string(), value.to_string()));
         }
+        Service::launch_unready(&dir, env)
+    }
+
+    /// Starts the service with exactly `env` (and a port of its own), its files in `dir`, and
+    /// waits until it is ready.
+    pub fn launch(dir: &std::path::Path, env: Vec<(String, String)>) -> Service {
+        let service = Service::launch_unready(dir, env);
+        service.wait_ready();
+        service
+    }
+
+    pub fn launch_unready(dir: &std::path::Path, mut env: Vec<(String, String)>) -> Service {
+        let port = super::free_port();
+        env.retain(|(k, _)| k != "SERVER_PORT");
+        env.push(("SERVER_PORT".to_string(), port.to_string()));
         let log = dir.join("service.log");
         let child = spawn(&env, &log);
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -146,6 +159,11 @@ impl Service {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The value of a variable the service was started with.
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn log(&self) -> String {
