@@ -30,6 +30,10 @@ pub struct Config {
     pub api_key: String,
     pub server_port: u16,
     pub worker_threads: usize,
+    /// How the HTTP front protects itself from load and hostile clients.
+    pub http: HttpLimits,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
     pub kube: kube::Config,
     pub base_domain: String,
     pub url_scheme: String,
@@ -57,6 +61,16 @@ pub struct Config {
     pub orphan_sweep_interval: Duration,
     /// A NetworkPolicy per sandbox; `None` when `SANDBOX_NETWORK_POLICY=false`.
     pub network_policy: Option<NetworkPolicy>,
+}
+
+/// `HTTP_*`: how many connections, and how long a client may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    /// A request head must arrive within this (and a body at no slower pace).
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub idle_timeout: Duration,
 }
 
 /// Who may talk to a sandbox, and where a sandbox may connect, besides the internet and DNS.
@@ -87,6 +101,8 @@ impl Config {
             api_key: api_key(env)?,
             server_port: env.port("SERVER_PORT", 8080)?,
             worker_threads: worker_threads(env)?,
+            http: http_limits(env)?,
+            shutdown_grace: env.duration("SHUTDOWN_GRACE", Duration::from_secs(20), true)?,
             kube: kube::Config::from_env(env)?,
             base_domain: base_domain(env)?,
             url_scheme: url_scheme(env)?,
@@ -151,6 +167,27 @@ fn worker_threads(env: &Env) -> Result<usize, ConfigError> {
             .filter(|n| (1..=1024).contains(n))
             .ok_or_else(|| ConfigError::new("WORKER_THREADS", format!("{n:?} must be a number from 1 to 1024"))),
     }
+}
+
+fn http_limits(env: &Env) -> Result<HttpLimits, ConfigError> {
+    let max_connections = match env.get("HTTP_MAX_CONNECTIONS") {
+        None => 512,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100_000).contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "HTTP_MAX_CONNECTIONS",
+                    format!("{n:?} must be a number from 1 to 100000"),
+                )
+            })?,
+    };
+    Ok(HttpLimits {
+        max_connections,
+        header_timeout: env.duration("HTTP_HEADER_TIMEOUT", Duration::from_secs(10), false)?,
+        idle_timeout: env.duration("HTTP_IDLE_TIMEOUT", Duration::from_secs(60), false)?,
+    })
 }
 
 fn ports(env: &Env) -> Result<Ports, ConfigError> {
@@ -317,6 +354,15 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.server_port, 8080);
         assert_eq!(c.worker_threads, 16);
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                max_connections: 512,
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(c.shutdown_grace, Duration::from_secs(20));
         assert_eq!(c.base_domain, "sandbox.example.com");
         assert_eq!(c.url_scheme, "https");
         assert_eq!(c.ingress_class, "nginx");
@@ -379,6 +425,11 @@ mod tests {
             ("IMAGE_PULL_SECRETS", "ok,Not_OK"),
             ("IMAGE_PULL_GRACE", "soon"),
             ("WORKER_THREADS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "many"),
+            ("HTTP_HEADER_TIMEOUT", "0s"),
+            ("HTTP_IDLE_TIMEOUT", "forever"),
+            ("SHUTDOWN_GRACE", "-1"),
             ("APP_SERVER_URL", "app:3000"),
             ("KUBE_API_URL", "localhost:6443"),
             ("WORKSPACE_STORAGE_SIZE", "lots"),

@@ -32,11 +32,42 @@ pub enum Error {
     },
     /// The store has not been rebuilt from the cluster yet.
     NotReady,
+    /// As many connections are open as `HTTP_MAX_CONNECTIONS` allows.
+    Overloaded,
+    /// SIGTERM arrived: the service finishes what it has and takes nothing new.
+    ShuttingDown,
+    /// The connection layer refused a request head before it reached the API.
+    HeadRefused(HeadRefusal),
     /// An image's registry could not be asked.
     Registry(String),
     /// The API server refused or failed the call.
     Kubernetes(KubeError),
     Internal(String),
+}
+
+/// Why a request head was refused, each with its own status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadRefusal {
+    Malformed,
+    TimedOut,
+    UriTooLong,
+    ExpectationFailed,
+    HeadersTooLarge,
+    VersionNotSupported,
+}
+
+impl HeadRefusal {
+    /// The refusal tiny_http answers with `code`.
+    pub fn of_code(code: u16) -> HeadRefusal {
+        match code {
+            408 => HeadRefusal::TimedOut,
+            414 => HeadRefusal::UriTooLong,
+            417 => HeadRefusal::ExpectationFailed,
+            431 => HeadRefusal::HeadersTooLarge,
+            505 => HeadRefusal::VersionNotSupported,
+            _ => HeadRefusal::Malformed,
+        }
+    }
 }
 
 impl Error {
@@ -52,7 +83,13 @@ impl Error {
             Error::MethodNotAllowed { .. } => 405,
             Error::SessionConflict { .. } => 409,
             Error::PayloadTooLarge { .. } => 413,
-            Error::NotReady => 503,
+            Error::NotReady | Error::Overloaded | Error::ShuttingDown => 503,
+            Error::HeadRefused(HeadRefusal::Malformed) => 400,
+            Error::HeadRefused(HeadRefusal::TimedOut) => 408,
+            Error::HeadRefused(HeadRefusal::UriTooLong) => 414,
+            Error::HeadRefused(HeadRefusal::ExpectationFailed) => 417,
+            Error::HeadRefused(HeadRefusal::HeadersTooLarge) => 431,
+            Error::HeadRefused(HeadRefusal::VersionNotSupported) => 505,
             Error::Registry(_) => 502,
             Error::Kubernetes(error) if is_unavailable(error) => 503,
             // The API server judged an object built from the request invalid.
@@ -73,6 +110,14 @@ impl Error {
             Error::SessionConflict { .. } => "conflict",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::NotReady => "not_ready",
+            Error::Overloaded => "overloaded",
+            Error::ShuttingDown => "shutting_down",
+            Error::HeadRefused(HeadRefusal::Malformed) => "bad_request",
+            Error::HeadRefused(HeadRefusal::TimedOut) => "request_timeout",
+            Error::HeadRefused(HeadRefusal::UriTooLong) => "uri_too_long",
+            Error::HeadRefused(HeadRefusal::ExpectationFailed) => "expectation_failed",
+            Error::HeadRefused(HeadRefusal::HeadersTooLarge) => "headers_too_large",
+            Error::HeadRefused(HeadRefusal::VersionNotSupported) => "http_version_not_supported",
             Error::Registry(_) => "registry_unavailable",
             Error::Kubernetes(error) if is_unavailable(error) => "kubernetes_unavailable",
             Error::Kubernetes(KubeError::Invalid(_)) => "invalid_request",
@@ -84,7 +129,7 @@ impl Error {
     /// The `Retry-After` to send, where waiting is the remedy.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Error::NotReady => Some(1),
+            Error::NotReady | Error::Overloaded | Error::ShuttingDown => Some(1),
             Error::Kubernetes(error) if is_unavailable(error) => {
                 Some(error.retry_after().map_or(1, |d| d.as_secs().max(1)))
             }
@@ -114,6 +159,16 @@ impl fmt::Display for Error {
             ),
             Error::PayloadTooLarge { limit } => write!(f, "the request body is larger than {limit} bytes"),
             Error::NotReady => write!(f, "the service is still loading its runtimes from the cluster"),
+            Error::Overloaded => write!(f, "too many open connections; try again"),
+            Error::ShuttingDown => write!(f, "the service is shutting down; try again"),
+            Error::HeadRefused(HeadRefusal::Malformed) => write!(f, "the request line or a header is malformed"),
+            Error::HeadRefused(HeadRefusal::TimedOut) => write!(f, "the request head did not arrive in time"),
+            Error::HeadRefused(HeadRefusal::UriTooLong) => write!(f, "the request line is longer than 8 KiB"),
+            Error::HeadRefused(HeadRefusal::ExpectationFailed) => write!(f, "the Expect header is not supported"),
+            Error::HeadRefused(HeadRefusal::HeadersTooLarge) => {
+                write!(f, "the headers are more than 100, or longer than 64 KiB in all")
+            }
+            Error::HeadRefused(HeadRefusal::VersionNotSupported) => write!(f, "only HTTP/1.0 and 1.1 are served"),
             Error::Registry(message) => write!(f, "cannot check the image: {message}"),
             Error::Kubernetes(error) => write!(f, "{error}"),
             Error::Internal(message) => write!(f, "{message}"),
@@ -122,6 +177,15 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// The JSON body every error answers with.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::json!({"detail": self.to_string(), "error": self.code()})
+            .to_string()
+            .into_bytes()
+    }
+}
 
 impl From<KubeError> for Error {
     fn from(error: KubeError) -> Error {

@@ -33,7 +33,7 @@
 //! - Kubernetes and HTTP clients: `kube` (API.md §8), `http_client` (what `kube` and
 //!   `registry` share)
 //! - leaves, shared by all: `env` (settings from environment variables), `names` (name rules),
-//!   `object` (object metadata), `timestamps`, `random`, `base64`, `sys` (the two system calls;
+//!   `object` (object metadata), `timestamps`, `random`, `base64`, `sys` (the calls into libc;
 //!   the only place `unsafe` is allowed)
 
 #![deny(unsafe_code)]

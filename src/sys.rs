@@ -1,5 +1,5 @@
-//! The service's only two calls into the C library, each behind a small function: the rest
-//! of the crate forbids `unsafe`.
+//! The service's only calls into the C library, each behind a small function: the rest of the
+//! crate denies `unsafe`.
 
 use std::net::TcpListener;
 
@@ -47,3 +47,57 @@ pub fn limit_malloc_arenas() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn limit_malloc_arenas() {}
+
+/// The signals that ask the service to stop: SIGTERM (Kubernetes) and SIGINT (Ctrl-C).
+#[cfg(unix)]
+fn termination_signals() -> libc::sigset_t {
+    #[allow(unsafe_code)]
+    // SAFETY: sigemptyset initialises the zeroed set it is given; sigaddset adds valid signal
+    // numbers to that initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread and in every thread it starts afterwards, so
+/// that they wait for `wait_for_termination` instead of ending the process. Call it before the
+/// service starts its threads.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn block_termination_signals() -> std::io::Result<()> {
+    let set = termination_signals();
+    // SAFETY: the set is initialised; no old mask is asked for.
+    match unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } {
+        0 => Ok(()),
+        error => Err(std::io::Error::from_raw_os_error(error)),
+    }
+}
+
+/// Waits until SIGTERM or SIGINT arrives (they must be blocked in every thread); returns it.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn wait_for_termination() -> std::io::Result<i32> {
+    let set = termination_signals();
+    let mut signal: libc::c_int = 0;
+    // SAFETY: the set is initialised and `signal` is a valid place for the answer.
+    match unsafe { libc::sigwait(&set, &mut signal) } {
+        0 => Ok(signal),
+        error => Err(std::io::Error::from_raw_os_error(error)),
+    }
+}
+
+#[cfg(not(unix))]
+pub fn block_termination_signals() -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn wait_for_termination() -> std::io::Result<i32> {
+    loop {
+        std::thread::park();
+    }
+}

@@ -6,26 +6,35 @@ mod list;
 mod query;
 
 use std::io::Read;
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
+use crate::config::HttpLimits;
 use crate::controller::{Controller, Started};
-use crate::error::Error;
+use crate::error::{Error, HeadRefusal};
 use crate::sys;
 use list::{EncodedViews, ListBody};
 use query::{percent_decode, query_values};
 
 /// Bodies above this are refused with 413 (a start request is a few KiB).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Request heads beyond these are refused (414, 431) without being kept: error.rs says them.
+const MAX_REQUEST_LINE: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
 const MAX_BATCH_IDS: usize = 1000;
 
-/// The HTTP layer: the controller it serves, and the JSON of `/list` answers kept for the next.
+/// The HTTP layer: the controller it serves, the JSON of `/list` answers kept for the next, and
+/// what graceful shutdown needs to know.
 pub struct Api<'a> {
     controller: &'a Controller,
     encoded_views: EncodedViews,
+    shutting_down: AtomicBool,
+    in_flight: AtomicUsize,
 }
 
 /// The endpoints, by path.
@@ -92,10 +101,41 @@ impl Endpoint {
     }
 }
 
-/// The API's server on `0.0.0.0:port`.
-pub fn listen(port: u16) -> std::io::Result<tiny_http::Server> {
+/// The API's server on `0.0.0.0:port`, with its limits on connections and request heads.
+pub fn listen(port: u16, limits: HttpLimits) -> std::io::Result<tiny_http::Server> {
     let listener = bind_no_delay(("0.0.0.0", port))?;
-    tiny_http::Server::from_listener(listener, None).map_err(std::io::Error::other)
+    let limits = tiny_http::Limits {
+        max_connections: limits.max_connections,
+        header_timeout: Some(limits.header_timeout),
+        idle_timeout: Some(limits.idle_timeout),
+        // A client that stops reading its answer holds a worker: no longer than a slow head.
+        write_timeout: Some(limits.header_timeout),
+        max_request_line: MAX_REQUEST_LINE,
+        max_header_bytes: MAX_HEADER_BYTES,
+        max_headers: MAX_HEADERS,
+        error_body: |code| Error::HeadRefused(HeadRefusal::of_code(code)).body(),
+        error_content_type: "application/json",
+        overloaded_response: raw_response(&Error::Overloaded),
+    };
+    tiny_http::Server::from_listener_with_limits(listener, None, limits).map_err(std::io::Error::other)
+}
+
+/// A whole HTTP answer to `error`, for a connection the server closes at once.
+fn raw_response(error: &Error) -> Vec<u8> {
+    let body = error.body();
+    let code = error.status_code();
+    let reason = tiny_http::StatusCode(code).default_reason_phrase();
+    let retry_after = error
+        .retry_after()
+        .map(|seconds| format!("Retry-After: {seconds}\r\n"))
+        .unwrap_or_default();
+    let mut response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n{retry_after}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend(body);
+    response
 }
 
 /// A listening socket with `TCP_NODELAY`, which Linux passes on to every accepted connection.
@@ -139,7 +179,27 @@ impl<'a> Api<'a> {
         Api {
             controller,
             encoded_views: EncodedViews::default(),
+            shutting_down: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// From now on `/readiness` answers 503, so that the Service stops routing here, and
+    /// requests that still arrive are refused.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no request is being served, or `grace` has passed; true when none is.
+    pub fn wait_idle(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 
     /// Serves requests from `server` until it is unblocked; one call per worker thread.
@@ -150,6 +210,7 @@ impl<'a> Api<'a> {
     }
 
     fn handle(&self, mut request: Request) {
+        let _in_flight = InFlight::new(&self.in_flight);
         let started = Instant::now();
         let method = request.method().clone();
         let url = request.url().to_string();
@@ -171,6 +232,9 @@ impl<'a> Api<'a> {
         }
         if !endpoint.is_open() && !authorized(self.controller, request) {
             return Err(Error::Unauthorized);
+        }
+        if self.shutting_down.load(Ordering::SeqCst) && !matches!(endpoint, Endpoint::Health | Endpoint::Liveness) {
+            return Err(Error::ShuttingDown);
         }
         // Until the store is rebuilt from the cluster, a missing runtime may only not be loaded
         // yet, and a start could duplicate one: every runtime endpoint waits.
@@ -242,12 +306,12 @@ fn respond(request: Request, method: &Method, path: &str, answer: Result<Reply<'
             if let Some(seconds) = error.retry_after() {
                 headers.push(("Retry-After", seconds.to_string()));
             }
-            // Not ready is the expected answer to probes while the store loads.
-            if error.status_code() >= 500 && !matches!(error, Error::NotReady) {
+            // Not ready is the expected answer to probes while the store loads, shutting down
+            // while the service stops.
+            if error.status_code() >= 500 && !matches!(error, Error::NotReady | Error::ShuttingDown) {
                 log::warn!("{method} {path}: {error}");
             }
-            let body = json!({"detail": error.to_string(), "error": error.code()});
-            (error.status_code(), Body::Bytes(body.to_string().into_bytes()), headers)
+            (error.status_code(), Body::Bytes(error.body()), headers)
         }
     };
     let (body, length): (Box<dyn Read + '_>, _) = match body {
@@ -269,6 +333,22 @@ fn respond(request: Request, method: &Method, path: &str, answer: Result<Reply<'
         log::debug!("{method} {path}: the client went away: {error}");
     }
     code
+}
+
+/// Counts a request as in flight until it is answered.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A header from our own ASCII names and values, which tiny_http always accepts.

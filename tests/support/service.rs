@@ -58,6 +58,8 @@ pub fn base_env(fake: &FakeKube, dir: &std::path::Path) -> Vec<(String, String)>
 }
 
 /// Runs the binary with exactly `env` (nothing inherited but PATH); returns it once started.
+/// `SERVICE_FD_LIMIT` in `env`, a test's own variable, lowers its file-descriptor limit
+/// (`ulimit -n`) as a launcher would.
 pub fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
     // Appended to, so that a restarted service's log follows the first one's.
     let log_file = fs::OpenOptions::new()
@@ -65,7 +67,16 @@ pub fn spawn(env: &[(String, String)], log: &std::path::Path) -> Child {
         .append(true)
         .open(log)
         .expect("open the log file");
-    Command::new(env!("CARGO_BIN_EXE_openhands-k8s-runtime"))
+    let binary = env!("CARGO_BIN_EXE_openhands-k8s-runtime");
+    let mut command = match env.iter().find(|(k, _)| k == "SERVICE_FD_LIMIT") {
+        Some((_, limit)) => {
+            let mut shell = Command::new("bash");
+            shell.args(["-c", &format!("ulimit -n {limit} && exec \"$0\""), binary]);
+            shell
+        }
+        None => Command::new(binary),
+    };
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -122,6 +133,44 @@ impl Service {
             log,
             agent,
         }
+    }
+
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
+    }
+
+    /// Sends the service a signal, as `kill -SIGNAL` would.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `patience` for the service to exit; its status, if it did.
+    pub fn wait_exit(&self, patience: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The resident memory of the service's process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Kills the service as `kill -9` would: no cleanup, no last words.

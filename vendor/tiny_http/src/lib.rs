@@ -99,8 +99,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -140,6 +140,88 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // client connections open now (patched in)
+    open_connections: Arc<AtomicUsize>,
+}
+
+/// Counts a client connection as open for as long as it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(count: &Arc<AtomicUsize>) -> OpenConnection {
+        count.fetch_add(1, Relaxed);
+        OpenConnection(count.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Answers a connection beyond the limit and closes it, from the accept thread: the answer is
+/// a few hundred bytes into an empty socket buffer, so the write does not block.
+fn refuse_overloaded(sock: Connection, limits: &Limits) {
+    use std::io::Write;
+    let _ = sock.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = (&sock).write_all(&limits.overloaded_response);
+    let _ = sock.shutdown(Shutdown::Both);
+}
+
+/// Limits on connections and request heads (patched in, see PATCHED.md).
+///
+/// A connection beyond `max_connections` is answered `overloaded_response` (written whole, a
+/// complete HTTP response) and closed, and never gets a thread. Timeouts apply to plain
+/// connections; `None` waits forever.
+#[derive(Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// A new connection's request head must be whole within this of connecting, a later one
+    /// within this of its first byte; each read of a body must bring data within it.
+    pub header_timeout: Option<Duration>,
+    /// How long a keep-alive connection may stay idle between an answer and the next request.
+    pub idle_timeout: Option<Duration>,
+    /// How long a write to a client may block.
+    pub write_timeout: Option<Duration>,
+    /// The longest request line (414 beyond), the most header bytes and headers (431 beyond).
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// The body of the answers the server gives on its own (400, 408, 414, 417, 431, 505).
+    pub error_body: fn(u16) -> Vec<u8>,
+    pub error_content_type: &'static str,
+    pub overloaded_response: Vec<u8>,
+}
+
+impl Default for Limits {
+    /// No limits: tiny_http 0.12.0's behaviour.
+    fn default() -> Limits {
+        Limits {
+            max_connections: usize::MAX,
+            header_timeout: None,
+            idle_timeout: None,
+            write_timeout: None,
+            max_request_line: usize::MAX,
+            max_header_bytes: usize::MAX,
+            max_headers: usize::MAX,
+            error_body: |_| Vec::new(),
+            error_content_type: "text/plain",
+            overloaded_response: b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+        }
+    }
+}
+
+/// Logs a warning at most once a second for each `kind`, so that a flood of failures (a file
+/// descriptor limit reached by thousands of connections) is one line, not thousands.
+fn warn_rate_limited(last: &AtomicU64, what: std::fmt::Arguments<'_>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if last.swap(now, Relaxed) != now {
+        log::warn!("{what}");
+    }
 }
 
 enum Message {
@@ -243,7 +325,18 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// Like `from_listener`, with limits on connections and request heads (patched in).
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
+        let limits = Arc::new(limits);
+        let open_connections = Arc::new(AtomicUsize::new(0));
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -285,64 +378,84 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let inside_open = open_connections.clone();
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            let (accept_warned, thread_warned) = (AtomicU64::new(0), AtomicU64::new(0));
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
+                let sock = match server.accept() {
+                    Ok((sock, _)) => sock,
+                    Err(e) => {
+                        if inside_close_trigger.load(Relaxed) {
+                            break;
+                        }
+                        // Out of descriptors or memory, or a connection that died in the
+                        // backlog: the server lives on. The waiting connections stay queued
+                        // until descriptors free; a short pause keeps this from spinning.
+                        warn_rate_limited(
+                            &accept_warned,
+                            format_args!("cannot accept a connection: {e}; retrying"),
+                        );
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                if inside_close_trigger.load(Relaxed) {
+                    break;
+                }
+                if inside_open.load(Relaxed) >= limits.max_connections {
+                    refuse_overloaded(sock, &limits);
+                    continue;
+                }
+                use util::RefinedTcpStream;
+                let (read_closable, write_closable) = match ssl {
+                    None => RefinedTcpStream::new(sock),
+                    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                    Some(ref ssl) => {
+                        // trying to apply SSL over the connection
+                        // if an error occurs, we just close the socket and resume listening
+                        let sock = match ssl.accept(sock) {
+                            Ok(s) => s,
+                            Err(_) => continue,
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        RefinedTcpStream::new(sock)
                     }
-                    Err(e) => Err(e),
+                    #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                    Some(ref _ssl) => unreachable!(),
                 };
+                let client = ClientConnection::new(write_closable, read_closable, limits.clone());
 
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
+                let messages = inside_messages.clone();
+                let open = OpenConnection::new(&inside_open);
+                let mut client = Some((client, open));
+                let spawned = tasks_pool.spawn(Box::new(move || {
+                    if let Some((client, _open)) = client.take() {
+                        // Synchronization is needed for HTTPS requests to avoid a deadlock
+                        if client.secure() {
+                            let (sender, receiver) = mpsc::channel();
+                            for rq in client {
+                                messages.push(rq.with_notify_sender(sender.clone()).into());
+                                if receiver.recv().is_err() {
+                                    break;
                                 }
                             }
-                        }));
+                        } else {
+                            for rq in client {
+                                messages.push(rq.into());
+                            }
+                        }
                     }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
+                }));
+                if let Err(e) = spawned {
+                    // The connection is dropped (closed) with the task.
+                    warn_rate_limited(
+                        &thread_warned,
+                        format_args!("cannot start a thread for a connection ({e}); closing it"),
+                    );
                 }
             }
             log::debug!("Terminating accept thread");
@@ -353,6 +466,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            open_connections,
         })
     }
 
@@ -418,22 +532,35 @@ impl Iterator for IncomingRequests<'_> {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
+impl Server {
+    /// Stops accepting connections (patched in): the accept thread ends and the listening
+    /// socket is closed, so new clients are refused; open connections and requests go on.
+    pub fn stop_accepting(&self) {
         self.close.store(true, Relaxed);
         // Connect briefly to ourselves to unblock the accept thread
         let maybe_stream = match &self.listening_addr {
             ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
             #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
+            ListenAddr::Unix(addr) => match addr.as_pathname() {
                 // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
-            }
+                Some(path) => std::os::unix::net::UnixStream::connect(path).map(Connection::from),
+                None => return,
+            },
         };
         if let Ok(stream) = maybe_stream {
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Client connections open now (patched in).
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Relaxed)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_accepting();
 
         #[cfg(unix)]
         if let ListenAddr::Unix(addr) = &self.listening_addr {

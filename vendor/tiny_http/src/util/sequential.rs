@@ -1,9 +1,9 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{Error as IoError, ErrorKind, Read, Write};
 
 use std::sync::mpsc::channel;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use std::mem;
 
@@ -73,74 +73,86 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
     }
 }
 
-impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
-    type Item = SequentialReader<R>;
-
-    fn next(&mut self) -> Option<SequentialReader<R>> {
+impl<R: Read + Send> SequentialReaderBuilder<R> {
+    /// The reader after the last one handed out: it reads once that one is dropped.
+    pub fn next_reader(&mut self) -> SequentialReader<R> {
         let (tx, rx) = channel();
 
         let inner = mem::replace(&mut self.inner, SequentialReaderBuilderInner::NotFirst(rx));
 
         match inner {
-            SequentialReaderBuilderInner::First(reader) => Some(SequentialReader {
+            SequentialReaderBuilderInner::First(reader) => SequentialReader {
                 inner: SequentialReaderInner::MyTurn(reader),
                 next: tx,
-            }),
+            },
 
-            SequentialReaderBuilderInner::NotFirst(previous) => Some(SequentialReader {
+            SequentialReaderBuilderInner::NotFirst(previous) => SequentialReader {
                 inner: SequentialReaderInner::Waiting(previous),
                 next: tx,
-            }),
+            },
         }
     }
 }
 
-impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
-    type Item = SequentialWriter<W>;
-    fn next(&mut self) -> Option<SequentialWriter<W>> {
+impl<W: Write + Send> SequentialWriterBuilder<W> {
+    /// The writer after the last one handed out: it writes once that one is dropped.
+    pub fn next_writer(&mut self) -> SequentialWriter<W> {
         let (tx, rx) = channel();
         let mut next_next_trigger = Some(rx);
         ::std::mem::swap(&mut next_next_trigger, &mut self.next_trigger);
 
-        Some(SequentialWriter {
+        SequentialWriter {
             trigger: next_next_trigger,
             writer: self.writer.clone(),
             on_finish: tx,
-        })
+        }
+    }
+}
+
+/// The previous reader or writer went away without handing over: the connection is unusable.
+fn broken() -> IoError {
+    IoError::new(ErrorKind::BrokenPipe, "the previous request on this connection was abandoned")
+}
+
+impl<R: Read + Send> SequentialReader<R> {
+    /// Waits until the readers before this one are done, without reading.
+    pub fn wait_for_turn(&mut self) -> IoResult<()> {
+        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
+            let reader = recv.recv().map_err(|_| broken())?;
+            self.inner = SequentialReaderInner::MyTurn(reader);
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> SequentialWriter<W> {
+    fn wait_for_turn(&mut self) -> IoResult<MutexGuard<'_, W>> {
+        if let Some(v) = self.trigger.as_mut() {
+            // The previous writer's end (sent or dropped) is its turn's end.
+            let _ = v.recv();
+        }
+        self.trigger = None;
+        Ok(self.writer.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let mut reader = match self.inner {
-            SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().unwrap(),
-            SequentialReaderInner::Empty => unreachable!(),
-        };
-
-        let result = reader.read(buf);
-        self.inner = SequentialReaderInner::MyTurn(reader);
-        result
+        self.wait_for_turn()?;
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => reader.read(buf),
+            _ => Err(broken()),
+        }
     }
 }
 
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
-        }
-        self.trigger = None;
-
-        self.writer.lock().unwrap().write(buf)
+        self.wait_for_turn()?.write(buf)
     }
 
     fn flush(&mut self) -> IoResult<()> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
-        }
-        self.trigger = None;
-
-        self.writer.lock().unwrap().flush()
+        self.wait_for_turn()?.flush()
     }
 }
 
@@ -156,8 +168,9 @@ where
                 self.next.send(reader).ok();
             }
             SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                if let Ok(reader) = recv.recv() {
+                    self.next.send(reader).ok();
+                }
             }
             SequentialReaderInner::Empty => (),
         }

@@ -1,6 +1,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -58,32 +58,35 @@ impl TaskPool {
         };
 
         for _ in 0..MIN_THREADS {
-            pool.add_thread(None)
+            // Fewer idle threads only means that the first connections start threads.
+            let _ = pool.add_thread(None);
         }
 
         pool
     }
 
     /// Executes a function in a thread.
-    /// If no thread is available, spawns a new one.
-    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
+    /// If no thread is available, spawns a new one; when the system refuses one, the function
+    /// is dropped and the error returned (patched in: `thread::spawn` panicked).
+    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) -> std::io::Result<()> {
+        let mut queue = lock(&self.sharing.todo);
 
         // A waiting thread that was notified still counts as waiting until it wakes and takes
         // the lock. Each task in the queue has such a thread coming for it, so only threads
         // beyond the queue's length are free; with none, the new task gets a thread of its own.
         if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
-            self.add_thread(Some(code));
+            self.add_thread(Some(code))
         } else {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
+            Ok(())
         }
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) -> std::io::Result<()> {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        let spawned = thread::Builder::new().spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -93,7 +96,7 @@ impl TaskPool {
 
             loop {
                 let mut task: Box<dyn FnMut() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap();
+                    let mut todo = lock(&sharing.todo);
 
                     let task;
                     loop {
@@ -105,13 +108,16 @@ impl TaskPool {
 
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap();
+                                todo = sharing
+                                    .condvar
+                                    .wait(todo)
+                                    .unwrap_or_else(PoisonError::into_inner);
                                 true
                             } else {
                                 let (new_lock, waitres) = sharing
                                     .condvar
                                     .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap();
+                                    .unwrap_or_else(PoisonError::into_inner);
                                 todo = new_lock;
                                 !waitres.timed_out()
                             };
@@ -127,7 +133,12 @@ impl TaskPool {
                 task();
             }
         });
+        spawned.map(|_| ())
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Drop for TaskPool {
