@@ -79,3 +79,59 @@ pub mod testing {
     pub use crate::api::bind_no_delay;
     pub use crate::http_client::{certificates_in, tls_trusting};
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: everything that parses untrusted bytes. Each
+/// must return, whatever the input, and never panic.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::time::Duration;
+
+    /// A request head as the service's HTTP front reads it, with the service's limits.
+    #[cfg(unix)]
+    pub fn request_head(input: &[u8]) -> usize {
+        let limits = crate::config::HttpLimits {
+            max_connections: 1,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        };
+        tiny_http::fuzzing::serve_bytes(input, crate::api::server_limits(limits))
+    }
+
+    /// A `/start` body, parsed and validated.
+    pub fn start_request(body: &[u8]) -> bool {
+        serde_json::from_slice(body)
+            .ok()
+            .is_some_and(|body| crate::start_request::StartRequest::from_json(&body, "image:1").is_ok())
+    }
+
+    /// A request target: its path routed to an endpoint, its query strings decoded.
+    pub fn request_target(target: &str) -> usize {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let routed = crate::api::Endpoint::parse(path).is_some();
+        let values: usize = ["ids", "image", "include_paused"]
+            .iter()
+            .map(|name| crate::api::query::query_values(query, name).len())
+            .sum();
+        values + usize::from(routed)
+    }
+
+    /// An image reference, as `/image_exists` takes it.
+    pub fn image_reference(text: &str) -> bool {
+        crate::registry::ImageReference::parse(text).is_ok()
+    }
+
+    /// A registry's `WWW-Authenticate` challenge.
+    pub fn www_authenticate(header: &str) -> bool {
+        crate::registry::Challenge::parse(Some(header)).is_some()
+    }
+
+    /// An API server's error answer: a `Status` body, or plain text.
+    pub fn kube_status(code: u16, body: &[u8]) -> usize {
+        crate::kube::KubeError::from_response(code, None, body).message().len()
+    }
+
+    /// One line of a watch stream.
+    pub fn watch_event(line: &str) -> bool {
+        crate::kube::parse_watch_event(line).is_ok()
+    }
+}

@@ -389,7 +389,7 @@ struct Answer {
 
 /// A `WWW-Authenticate` challenge.
 #[derive(Debug, PartialEq, Eq)]
-enum Challenge {
+pub(crate) enum Challenge {
     Bearer {
         realm: String,
         service: Option<String>,
@@ -400,7 +400,7 @@ enum Challenge {
 
 impl Challenge {
     /// `Bearer realm="https://auth.example/token",service="registry",scope="repository:a/b:pull"`.
-    fn parse(header: Option<&str>) -> Option<Challenge> {
+    pub(crate) fn parse(header: Option<&str>) -> Option<Challenge> {
         let header = header?.trim();
         let (scheme, parameters) = header.split_once(' ').unwrap_or((header, ""));
         if scheme.eq_ignore_ascii_case("basic") {

@@ -3,7 +3,7 @@
 //! Reads answer from the store; writes and `/image_exists` go to the controller.
 
 mod list;
-mod query;
+pub(crate) mod query;
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,7 +39,7 @@ pub struct Api<'a> {
 
 /// The endpoints, by path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     Start,
     Stop,
     Pause,
@@ -56,7 +56,7 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    fn parse(path: &str) -> Option<Endpoint> {
+    pub(crate) fn parse(path: &str) -> Option<Endpoint> {
         let endpoint = match path {
             "/start" => Endpoint::Start,
             "/stop" => Endpoint::Stop,
@@ -104,7 +104,12 @@ impl Endpoint {
 /// The API's server on `0.0.0.0:port`, with its limits on connections and request heads.
 pub fn listen(port: u16, limits: HttpLimits) -> std::io::Result<tiny_http::Server> {
     let listener = bind_no_delay(("0.0.0.0", port))?;
-    let limits = tiny_http::Limits {
+    tiny_http::Server::from_listener_with_limits(listener, None, server_limits(limits)).map_err(std::io::Error::other)
+}
+
+/// The limits the connection layer enforces, from the configuration's.
+pub(crate) fn server_limits(limits: HttpLimits) -> tiny_http::Limits {
+    tiny_http::Limits {
         max_connections: limits.max_connections,
         header_timeout: Some(limits.header_timeout),
         idle_timeout: Some(limits.idle_timeout),
@@ -116,8 +121,7 @@ pub fn listen(port: u16, limits: HttpLimits) -> std::io::Result<tiny_http::Serve
         error_body: |code| Error::HeadRefused(HeadRefusal::of_code(code)).body(),
         error_content_type: "application/json",
         overloaded_response: raw_response(&Error::Overloaded),
-    };
-    tiny_http::Server::from_listener_with_limits(listener, None, limits).map_err(std::io::Error::other)
+    }
 }
 
 /// A whole HTTP answer to `error`, for a connection the server closes at once.

@@ -44,7 +44,7 @@ pub enum KubeError {
 impl KubeError {
     /// Builds the error for a non-2xx answer, from its `Status` body where there is one (429
     /// throttling and unknown paths answer in plain text).
-    pub(super) fn from_response(code: u16, retry_after_header: Option<Duration>, body: &[u8]) -> KubeError {
+    pub(crate) fn from_response(code: u16, retry_after_header: Option<Duration>, body: &[u8]) -> KubeError {
         let status: Option<Value> = serde_json::from_slice(body).ok();
         let field = |name: &str| status.as_ref().and_then(|s| s.get(name));
         let message = match field("message").and_then(Value::as_str) {

@@ -24,3 +24,4 @@ pub use config::{Config, Timeouts};
 pub use error::{KubeError, RetryPolicy};
 pub use resource::{Deletion, Resource, owner_reference};
 pub use watch::WatchEvent;
+pub(crate) use watch::parse_watch_event;

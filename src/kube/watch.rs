@@ -74,7 +74,7 @@ impl Iterator for Watch {
     }
 }
 
-fn parse_watch_event(line: &str) -> Result<WatchEvent, KubeError> {
+pub(crate) fn parse_watch_event(line: &str) -> Result<WatchEvent, KubeError> {
     let invalid = |why: &str| KubeError::InvalidResponse(format!("a watch event {why}"));
     let mut event: Value = serde_json::from_str(line).map_err(|e| invalid(&format!("is not JSON: {e}")))?;
     let object = event

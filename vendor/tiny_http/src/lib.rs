@@ -570,3 +570,40 @@ impl Drop for Server {
         }
     }
 }
+
+/// For fuzzing the request head as a server reads it (patched in): not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::client::ClientConnection;
+    use crate::util::RefinedTcpStream;
+    use crate::{Limits, Response};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    /// Serves `input`, the bytes a client sent before closing, on one end of a socket pair:
+    /// every request read from it is answered; returns their count. Unix only.
+    #[cfg(unix)]
+    pub fn serve_bytes(input: &[u8], limits: Limits) -> usize {
+        let Ok((mut client, server)) = std::os::unix::net::UnixStream::pair() else {
+            return 0;
+        };
+        // A writer thread, so that input larger than the socket buffer cannot block.
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&input);
+            let _ = client.shutdown(std::net::Shutdown::Write);
+            let mut answers = Vec::new();
+            let _ = client.read_to_end(&mut answers);
+        });
+        let (read, write) = RefinedTcpStream::new(crate::connection::Connection::from(server));
+        let mut served = 0;
+        for mut request in ClientConnection::new(write, read, Arc::new(limits)) {
+            let mut body = Vec::new();
+            let _ = request.as_reader().take(1 << 20).read_to_end(&mut body);
+            let _ = request.respond(Response::from_data(body));
+            served += 1;
+        }
+        let _ = writer.join();
+        served
+    }
+}
