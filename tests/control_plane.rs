@@ -10,6 +10,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -79,6 +80,19 @@ fn start_service(cp: &ControlPlane, namespace: &str, token: &str, extra: &[(&str
     Service::launch(&dir, env)
 }
 
+/// A test's turn on the control plane, with deploy.yaml installed in its namespace and the
+/// service running there on the ServiceAccount's token.
+fn installed_service(
+    ns: &str,
+    extra: &[(&str, &str)],
+) -> Option<(&'static ControlPlane, MutexGuard<'static, ()>, Service)> {
+    let cp = control_plane()?;
+    let turn = cp.turn();
+    let token = install(cp, ns);
+    let service = start_service(cp, ns, &token, extra);
+    Some((cp, turn, service))
+}
+
 fn pod_path(namespace: &str, runtime: &Value) -> String {
     format!("/api/v1/namespaces/{namespace}/pods/{}", name(runtime))
 }
@@ -122,11 +136,10 @@ fn assert_not_forbidden(log: &str) {
 
 #[test]
 fn deploy_yaml_as_shipped_is_accepted_and_its_role_serves_a_whole_lifecycle() {
-    let Some(cp) = control_plane() else { return };
-    let _turn = cp.turn();
     let ns = "openhands";
-    let token = install(cp, ns);
-    let service = start_service(cp, ns, &token, &[("WORKSPACE_STORAGE_SIZE", "1Gi")]);
+    let Some((cp, _turn, service)) = installed_service(ns, &[("WORKSPACE_STORAGE_SIZE", "1Gi")]) else {
+        return;
+    };
 
     let started = service.post(
         "/start",
@@ -211,11 +224,10 @@ fn deploy_yaml_as_shipped_is_accepted_and_its_role_serves_a_whole_lifecycle() {
 
 #[test]
 fn deleting_an_anchor_makes_the_garbage_collector_remove_everything_it_owns() {
-    let Some(cp) = control_plane() else { return };
-    let _turn = cp.turn();
     let ns = "gc";
-    let token = install(cp, ns);
-    let service = start_service(cp, ns, &token, &[("WORKSPACE_STORAGE_SIZE", "1Gi")]);
+    let Some((cp, _turn, service)) = installed_service(ns, &[("WORKSPACE_STORAGE_SIZE", "1Gi")]) else {
+        return;
+    };
     let runtime = service.post("/start", &json!({"session_id": "collected"})).body;
     let selector = format!("runtime-id={}", runtime["runtime_id"].as_str().expect("started"));
     assert_eq!(labelled(cp, ns, &selector).len(), 6);
@@ -233,11 +245,10 @@ fn deleting_an_anchor_makes_the_garbage_collector_remove_everything_it_owns() {
 
 #[test]
 fn a_service_killed_in_the_middle_of_starts_converges_and_leaves_no_orphan() {
-    let Some(cp) = control_plane() else { return };
-    let _turn = cp.turn();
     let ns = "crash";
-    let token = install(cp, ns);
-    let service = start_service(cp, ns, &token, &[("WORKSPACE_STORAGE_SIZE", "1Gi")]);
+    let Some((cp, _turn, service)) = installed_service(ns, &[("WORKSPACE_STORAGE_SIZE", "1Gi")]) else {
+        return;
+    };
     for (round, delay_ms) in [0u64, 2, 5, 10, 20, 40, 80].into_iter().enumerate() {
         let session = format!("crash-{round}");
         std::thread::scope(|scope| {
@@ -267,11 +278,10 @@ fn a_service_killed_in_the_middle_of_starts_converges_and_leaves_no_orphan() {
 
 #[test]
 fn watches_expired_by_the_api_server_are_listed_again_and_bookmarks_are_taken() {
-    let Some(cp) = control_plane() else { return };
-    let _turn = cp.turn();
     let ns = "watch";
-    let token = install(cp, ns);
-    let service = start_service(cp, ns, &token, &[]);
+    let Some((cp, _turn, service)) = installed_service(ns, &[]) else {
+        return;
+    };
     let runtime = service.post("/start", &json!({"session_id": "watched"})).body;
     make_ready(cp, ns, &runtime);
     service.wait_for_status("watched", "running");
