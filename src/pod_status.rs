@@ -116,6 +116,11 @@ pub fn observe(pod: Option<&Value>) -> PodObservation {
 
 /// `pod_status`, why, and since when an image pull fails (rules 2 to 6).
 fn classify(pod: &Value, containers: &Containers) -> (PodStatus, Option<String>, Option<SystemTime>) {
+    // An evicted pod's containers end as `ContainerStatusUnknown` (exit 137) or whatever they
+    // were doing; the kubelet's reason for evicting it is the one that tells what happened.
+    if pod["status"]["reason"] == "Evicted" {
+        return (PodStatus::Failed, reason_of(&pod["status"]), None);
+    }
     if let Some(detail) = containers.waiting_for(&["CrashLoopBackOff"]) {
         return (
             PodStatus::CrashLoopBackOff,
@@ -333,6 +338,23 @@ mod tests {
         assert_eq!(
             seen.detail.as_deref(),
             Some("Evicted: The node was low on resource: memory.")
+        );
+    }
+
+    #[test]
+    fn an_evicted_pod_says_why_whatever_its_containers_say() {
+        let evicted = json!({"phase": "Failed", "reason": "Evicted",
+            "message": "The node was low on resource: memory. Threshold quantity: 100Mi, available: 83212Ki.",
+            "containerStatuses": [{"name": "agent", "restartCount": 0, "ready": false,
+                "state": {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                    "message": "The container could not be located when the pod was terminated"}}}]});
+        let seen = observe(Some(&pod("2025-03-04T10:15:00Z", evicted)));
+        assert_eq!(
+            (seen.status, seen.detail.as_deref()),
+            (
+                PodStatus::Failed,
+                Some("Evicted: The node was low on resource: memory. Threshold quantity: 100Mi, available: 83212Ki.")
+            )
         );
     }
 
