@@ -100,7 +100,7 @@ impl Config {
         Ok(Config {
             api_key: api_key(env)?,
             server_port: env.port("SERVER_PORT", 8080)?,
-            worker_threads: worker_threads(env)?,
+            worker_threads: env.count("WORKER_THREADS", 16, 1024)?,
             http: http_limits(env)?,
             shutdown_grace: env.duration("SHUTDOWN_GRACE", Duration::from_secs(20), true)?,
             kube: kube::Config::from_env(env)?,
@@ -158,33 +158,9 @@ fn api_key(env: &Env) -> Result<String, ConfigError> {
     Ok(api_key)
 }
 
-fn worker_threads(env: &Env) -> Result<usize, ConfigError> {
-    match env.get("WORKER_THREADS") {
-        None => Ok(16),
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1024).contains(n))
-            .ok_or_else(|| ConfigError::new("WORKER_THREADS", format!("{n:?} must be a number from 1 to 1024"))),
-    }
-}
-
 fn http_limits(env: &Env) -> Result<HttpLimits, ConfigError> {
-    let max_connections = match env.get("HTTP_MAX_CONNECTIONS") {
-        None => 512,
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=100_000).contains(n))
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "HTTP_MAX_CONNECTIONS",
-                    format!("{n:?} must be a number from 1 to 100000"),
-                )
-            })?,
-    };
     Ok(HttpLimits {
-        max_connections,
+        max_connections: env.count("HTTP_MAX_CONNECTIONS", 512, 100_000)?,
         header_timeout: env.duration("HTTP_HEADER_TIMEOUT", Duration::from_secs(10), false)?,
         idle_timeout: env.duration("HTTP_IDLE_TIMEOUT", Duration::from_secs(60), false)?,
     })

@@ -70,6 +70,18 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// A whole number from 1 to `max`.
+    pub fn count(&self, name: &'static str, default: usize, max: usize) -> Result<usize, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| ConfigError::new(name, format!("{text:?} must be a number from 1 to {max}"))),
+        }
+    }
+
     /// A duration in the forms of `parse_duration`; zero only where `zero_allowed`.
     pub fn duration(&self, name: &'static str, default: Duration, zero_allowed: bool) -> Result<Duration, ConfigError> {
         match self.get(name) {

@@ -61,15 +61,17 @@ impl Entry {
         })
     }
 
-    /// Whether the service changed this entry at or after `listed_at`: a list that began
+    /// Whether the service changed the runtime at or after `listed_at`: a list that began
     /// before cannot know of that change.
-    fn changed_since(&self, listed_at: Instant) -> (bool, bool) {
-        let runtime = self.runtime.as_ref().is_some_and(|r| r.changed_at >= listed_at);
-        let pod = self
-            .pod
+    fn runtime_changed_since(&self, listed_at: Instant) -> bool {
+        self.runtime.as_ref().is_some_and(|r| r.changed_at >= listed_at)
+    }
+
+    /// The same for its pod.
+    fn pod_changed_since(&self, listed_at: Instant) -> bool {
+        self.pod
             .as_ref()
-            .is_some_and(|pod| pod.changed_at.is_some_and(|at| at >= listed_at));
-        (runtime, pod)
+            .is_some_and(|pod| pod.changed_at.is_some_and(|at| at >= listed_at))
     }
 }
 
@@ -189,7 +191,7 @@ impl Inner {
         let mut events = Vec::new();
         for (runtime_id, entry) in &self.entries {
             let listed = listed.remove(runtime_id);
-            if entry.changed_since(listed_at).1 {
+            if entry.pod_changed_since(listed_at) {
                 continue;
             }
             match (listed, &entry.pod) {
@@ -379,7 +381,7 @@ impl Store {
         let events: Vec<(String, AnchorEvent)> = inner
             .entries
             .iter()
-            .filter(|(_, entry)| entry.runtime.is_some() && !entry.changed_since(listed_at).0)
+            .filter(|(_, entry)| entry.runtime.is_some() && !entry.runtime_changed_since(listed_at))
             .map(|(runtime_id, _)| {
                 let event = anchors
                     .get(runtime_id)

@@ -127,10 +127,13 @@ fn apply_anchor_event(controller: &Controller, event: WatchEvent) {
     let Some(runtime_id) = object::runtime_id(anchor) else {
         return;
     };
-    let event = match manifests::desired_state_of(anchor) {
-        _ if gone => AnchorEvent::Gone,
-        Some(desired) => AnchorEvent::Desired(desired),
-        None => return,
+    let event = if gone {
+        AnchorEvent::Gone
+    } else {
+        let Some(desired) = manifests::desired_state_of(anchor) else {
+            return;
+        };
+        AnchorEvent::Desired(desired)
     };
     if controller.store().apply_anchor(runtime_id, event) {
         log::info!("runtime {runtime_id}: its anchor was deleted; garbage collection removes the rest");
