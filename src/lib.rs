@@ -38,6 +38,7 @@
 
 #![deny(unsafe_code)]
 
+mod agent;
 mod api;
 mod background;
 mod base64;

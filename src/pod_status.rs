@@ -75,6 +75,8 @@ pub struct PodRecord {
     /// Deleted, its containers still stopping: the name is not free yet.
     pub terminating: bool,
     pub observation: PodObservation,
+    /// `status.podIP`, once the pod has one.
+    pub ip: Option<String>,
     /// When the service itself last changed the pod: a list that began earlier is older news.
     pub changed_at: Option<Instant>,
 }
@@ -86,6 +88,7 @@ impl PodRecord {
             uid: object::uid(pod)?.to_string(),
             terminating: object::is_being_deleted(pod),
             observation: observe(Some(pod)),
+            ip: pod["status"]["podIP"].as_str().map(str::to_string),
             changed_at: None,
         })
     }

@@ -139,18 +139,29 @@ impl Drop for StartGuard<'_> {
 
 impl Inner {
     /// Events of an older pod of the runtime (the one a resume or a repair replaced) are stale
-    /// and ignored; a newly added pod always counts.
-    fn apply_pod(&mut self, runtime_id: &str, event: PodEvent) {
+    /// and ignored; a newly added pod always counts. Returns the pod when this made it ready.
+    fn apply_pod(&mut self, runtime_id: &str, event: PodEvent) -> Option<Arc<PodRecord>> {
         let entry = self.entries.entry(runtime_id.to_string()).or_default();
         let is_current = |uid: &str| entry.pod.as_ref().is_none_or(|current| current.uid == uid);
+        let ready = |pod: &PodRecord| pod.observation.status == PodStatus::Ready;
+        let mut became_ready = None;
         match event {
             PodEvent::Seen { added, record } if added || is_current(&record.uid) => {
-                entry.pod = Some(Arc::new(record));
+                let was_ready = entry
+                    .pod
+                    .as_deref()
+                    .is_some_and(|pod| pod.uid == record.uid && ready(pod));
+                let record = Arc::new(record);
+                if !was_ready && ready(&record) {
+                    became_ready = Some(record.clone());
+                }
+                entry.pod = Some(record);
             }
             PodEvent::Gone { uid } if is_current(&uid) => entry.pod = None,
             _ => {}
         }
         self.forget_if_empty(runtime_id);
+        became_ready
     }
 
     /// True when this forgot the runtime.
@@ -358,9 +369,9 @@ impl Store {
         inner.ready = true;
     }
 
-    /// Applies a pod watch event.
-    pub fn apply_pod(&self, runtime_id: &str, event: PodEvent) {
-        self.lock().apply_pod(runtime_id, event);
+    /// Applies a pod watch event; returns the pod when this made it ready.
+    pub fn apply_pod(&self, runtime_id: &str, event: PodEvent) -> Option<Arc<PodRecord>> {
+        self.lock().apply_pod(runtime_id, event)
     }
 
     /// Applies a list of pods (runtime id -> pod) that began at `listed_at`.
@@ -468,6 +479,7 @@ mod tests {
             uid: uid.to_string(),
             terminating: false,
             observation: PodObservation::new(status),
+            ip: None,
             changed_at: None,
         }
     }
@@ -501,6 +513,17 @@ mod tests {
         assert_eq!(pod_status(&store, "r1"), Some(("new".into(), PodStatus::Pending)));
         store.apply_pod("r1", PodEvent::Gone { uid: "new".into() });
         assert_eq!(pod_status(&store, "r1"), None);
+    }
+
+    #[test]
+    fn a_pod_turning_ready_is_told_once() {
+        let store = loaded(vec![runtime("r1", "s1")]);
+        assert!(store.apply_pod("r1", seen(true, "p", PodStatus::Running)).is_none());
+        assert!(store.apply_pod("r1", seen(false, "p", PodStatus::Ready)).is_some());
+        assert!(store.apply_pod("r1", seen(false, "p", PodStatus::Ready)).is_none());
+        // Its replacement turning ready is news again, and the old pod's last words are not.
+        assert!(store.apply_pod("r1", seen(true, "q", PodStatus::Ready)).is_some());
+        assert!(store.apply_pod("r1", seen(false, "p", PodStatus::Ready)).is_none());
     }
 
     #[test]

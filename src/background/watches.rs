@@ -6,6 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::RETRY_PAUSE;
+use crate::agent;
 use crate::controller::Controller;
 use crate::kube::{KubeError, Resource, WatchEvent};
 use crate::manifests;
@@ -115,7 +116,13 @@ fn apply_pod_event(controller: &Controller, event: WatchEvent) {
     } else {
         PodEvent::Seen { added, record }
     };
-    controller.store().apply_pod(runtime_id, event);
+    if let Some(pod) = controller.store().apply_pod(runtime_id, event) {
+        let port = controller.config().ports.agent;
+        match agent::base_url(pod.ip.as_deref(), port) {
+            Some(url) => log::debug!("runtime {runtime_id}: pod ready, its agent server at {url}"),
+            None => log::debug!("runtime {runtime_id}: pod ready, without an address yet"),
+        }
+    }
 }
 
 fn apply_anchor_event(controller: &Controller, event: WatchEvent) {
