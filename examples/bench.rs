@@ -15,17 +15,17 @@ mod support;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::release::{BINARY, Service, build, percentile};
 use support::{FakeKube, NAMESPACE, TOKEN};
 
 const API_KEY: &str = "bench-key";
-const BINARY: &str = "openhands-k8s-runtime";
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -93,96 +93,26 @@ impl Endpoint {
 }
 
 /// The service process, its port and its HTTP clients.
-struct Service {
-    child: Child,
-    env: Vec<(String, String)>,
-    url: String,
-}
-
-impl Service {
-    fn start(binary: &Path, fake: &FakeKube, dir: &Path) -> Service {
-        std::fs::write(dir.join("token"), TOKEN).expect("write the token");
-        let port = support::free_port();
-        let env: Vec<(String, String)> = [
-            ("API_KEY", API_KEY.to_string()),
-            ("KUBE_API_URL", fake.url().to_string()),
-            ("KUBE_TOKEN_FILE", dir.join("token").display().to_string()),
-            ("NAMESPACE", NAMESPACE.to_string()),
-            ("BASE_DOMAIN", "sandbox.bench".to_string()),
-            ("SERVER_PORT", port.to_string()),
-            ("RUST_LOG", "info".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let mut service = Service {
-            child: spawn(binary, &env),
-            env,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        service.wait_ready();
-        service
-    }
-
-    /// Kills the process and starts it again; returns the time until `/readiness` said 200.
-    fn restart(&mut self, binary: &Path) -> Duration {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let started = Instant::now();
-        self.child = spawn(binary, &self.env);
-        self.wait_ready();
-        started.elapsed()
-    }
-
-    fn wait_ready(&mut self) {
-        let agent = agent();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the service exited ({status})");
-            }
-            if agent
-                .get(format!("{}/readiness", self.url))
-                .call()
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the service was not ready in 120 s");
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kib: f64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or(f64::NAN);
-        kib * 1024.0 / MIB
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The service against `fake`, its log in `log_path()`.
+fn start_service(binary: &Path, fake: &FakeKube, dir: &Path) -> Service {
+    std::fs::write(dir.join("token"), TOKEN).expect("write the token");
+    let env: Vec<(String, String)> = [
+        ("API_KEY", API_KEY.to_string()),
+        ("KUBE_API_URL", fake.url().to_string()),
+        ("KUBE_TOKEN_FILE", dir.join("token").display().to_string()),
+        ("NAMESPACE", NAMESPACE.to_string()),
+        ("BASE_DOMAIN", "sandbox.bench".to_string()),
+        ("RUST_LOG", "info".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Service::start(binary, env, &log_path())
 }
 
 /// The service's log (appended to across restarts), where it says how long recovery took.
 fn log_path() -> PathBuf {
     std::env::temp_dir().join(format!("openhands-bench-{}.log", std::process::id()))
-}
-
-fn log_file() -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path())
-        .expect("open the service log")
 }
 
 /// The last "recovered N runtimes ... in X" line of the service's log.
@@ -193,17 +123,6 @@ fn recovery_logged() -> String {
         .rev()
         .find_map(|line| line.split_once("recovered ").map(|(_, rest)| rest.to_string()))
         .unwrap_or_else(|| "not logged".into())
-}
-
-fn spawn(binary: &Path, env: &[(String, String)]) -> Child {
-    Command::new(binary)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file())
-        .spawn()
-        .expect("start the service")
 }
 
 /// A keep-alive HTTP client.
@@ -313,35 +232,8 @@ fn static_responder(body: Vec<u8>, workers: usize) -> (Arc<tiny_http::Server>, S
     (server, url)
 }
 
-fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
-    latencies.sort_unstable();
-    let rank = ((latencies.len() as f64) * p).ceil() as usize;
-    latencies[rank.clamp(1, latencies.len()) - 1]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-/// Builds `bin` with `cargo build --release` (and `extra` arguments/flags); returns its path.
-fn build(target_dir: &Path, static_target: Option<&str>) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args(["build", "--release", "--locked", "--bin", BINARY])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    let path = match static_target {
-        Some(target) => {
-            command
-                .args(["--target", target])
-                .env("RUSTFLAGS", "-C target-feature=+crt-static");
-            target_dir.join(target).join("release").join(BINARY)
-        }
-        None => target_dir.join("release").join(BINARY),
-    };
-    let status = command.status().expect("run cargo");
-    assert!(status.success(), "cargo build failed");
-    path
 }
 
 fn host_target() -> String {
@@ -383,19 +275,16 @@ struct Target {
 
 fn main() {
     let options = Options::parse();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     let host = host_target();
-    let binary = build(&target_dir, None);
-    let static_binary = build(&target_dir, Some(&host));
+    let binary = build(None);
+    let static_binary = build(Some(&host));
     let size = std::fs::metadata(&binary).expect("the binary").len() as f64 / MIB;
     let static_size = std::fs::metadata(&static_binary).expect("the static binary").len() as f64 / MIB;
 
     let fake = FakeKube::start();
     fake.skip_self_validation();
     let dir = support::temp_dir("bench");
-    let mut service = Service::start(&binary, &fake, &dir);
+    let mut service = start_service(&binary, &fake, &dir);
     let reads = agent();
     // Let the watches and the first convergence settle before the idle figure.
     thread::sleep(Duration::from_millis(500));
@@ -556,7 +445,7 @@ fn main() {
 
     // Recovery: everything the cluster holds, rebuilt by a fresh process.
     let in_cluster = fake.objects("secrets").len();
-    let recovery = service.restart(&binary);
+    let recovery = service.restart();
 
     // The table.
     let _ = writeln!(out, "## Sizes\n\n| binary | MiB |\n|---|---|");

@@ -305,6 +305,8 @@ pub struct Cluster {
     pub hold_terminating: bool,
     /// Pods stay as they are (terminating ones still go), to observe an answer's moment.
     pub kubelet_frozen: bool,
+    /// Pods of an agent-server image really run (`node.rs`), unless a rule says otherwise.
+    pub runs_agents: bool,
     /// Recent changes, for watches; older ones answer 410 Expired.
     events: VecDeque<Event>,
     /// Events up to this resourceVersion are no longer kept.
@@ -360,6 +362,7 @@ impl Cluster {
             termination_ticks: 2,
             hold_terminating: false,
             kubelet_frozen: false,
+            runs_agents: false,
             violations: Vec::new(),
             validate_own_objects: true,
         }
@@ -543,7 +546,12 @@ impl Cluster {
                 .rules
                 .iter()
                 .find(|(part, _)| image.contains(part.as_str()))
-                .map_or(PodFate::Ready, |(_, fate)| fate.clone());
+                .map(|(_, fate)| fate.clone())
+                .unwrap_or(if self.runs_agents && super::node::is_agent_server_image(image) {
+                    PodFate::Runs
+                } else {
+                    PodFate::Ready
+                });
             self.pods.insert(key.clone(), PodProgress::new(fate));
         }
         self.check_own(rt, &object);
@@ -944,6 +952,10 @@ impl Cluster {
             let Some(progress) = self.pods.get_mut(&key) else {
                 continue;
             };
+            if progress.fate == PodFate::Runs {
+                progress.settled = true;
+                continue;
+            }
             if terminating {
                 progress.terminating_for += 1;
                 if progress.terminating_for >= self.termination_ticks && !self.hold_terminating {
@@ -968,6 +980,43 @@ impl Cluster {
                 // Crash loops and image pulls go round forever; the other fates end.
                 progress.settled = !matches!(progress.fate, PodFate::CrashLoop { .. } | PodFate::ImagePullBackOff);
             }
+        }
+    }
+
+    // ---- for the node that runs pods (node.rs) ----
+
+    /// The pods whose containers really run: key and current object.
+    pub fn running_pods(&self) -> Vec<(Key, Value)> {
+        self.pods
+            .iter()
+            .filter(|(_, progress)| progress.fate == PodFate::Runs)
+            .filter_map(|(key, _)| Some((key.clone(), self.objects.get(key)?.clone())))
+            .collect()
+    }
+
+    /// Writes what the node reports of a pod (its node name and status), if it is still the pod
+    /// with `uid` and the report changes it.
+    pub fn report_pod(&mut self, key: &Key, uid: &str, node_name: &str, status: Value) -> bool {
+        let Some(mut pod) = self.objects.get(key).cloned() else {
+            return false;
+        };
+        if pod["metadata"]["uid"] != uid || (pod["status"] == status && pod["spec"]["nodeName"] == node_name) {
+            return false;
+        }
+        pod["spec"]["nodeName"] = json!(node_name);
+        pod["status"] = status;
+        self.check_own(&RESOURCES[0], &pod);
+        self.put(key.clone(), pod);
+        true
+    }
+
+    /// The node has stopped a deleted pod's containers: the pod goes, unless finalizers hold it.
+    pub fn pod_terminated(&mut self, key: &Key, uid: &str) {
+        let held = self.objects.get(key).is_none_or(|pod| {
+            pod["metadata"]["uid"] != uid || pod["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+        });
+        if !held {
+            self.remove(key);
         }
     }
 

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::agent_bed::AgentBed;
 use super::cluster::{self, Cluster, DeleteOptions, RESOURCES, ResourceType, StatusError};
+use super::ingress::{self, IngressStandIn};
 use super::kubelet::PodFate;
+use super::node::Node;
 use super::schema;
 use super::selector::Selector;
 use super::tls::TestPki;
@@ -109,9 +112,16 @@ pub struct Builder {
     namespaces: Vec<String>,
     tick: Duration,
     port: u16,
+    agents: Option<AgentBed>,
 }
 
 impl Builder {
+    /// Pods of an agent-server image really run the agent server of `bed` (`node.rs`).
+    pub fn run_agents(mut self, bed: AgentBed) -> Builder {
+        self.agents = Some(bed);
+        self
+    }
+
     /// Serve HTTPS with a CA made for this fake (`FakeKube::ca_pem`).
     pub fn tls(mut self) -> Builder {
         self.tls = true;
@@ -159,9 +169,11 @@ impl Builder {
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let scheme = if self.tls { "https" } else { "http" };
         let namespaces: Vec<&str> = self.namespaces.iter().map(String::as_str).collect();
+        let mut cluster = Cluster::new(&namespaces);
+        cluster.runs_agents = self.agents.is_some();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                cluster: Cluster::new(&namespaces),
+                cluster,
                 requests: Vec::new(),
                 faults: Vec::new(),
                 tokens: self.tokens,
@@ -179,6 +191,7 @@ impl Builder {
         });
         let server = Arc::new(server);
         let (stop, stopped) = mpsc::channel::<()>();
+        let mut node_stop = None;
         let ticker = {
             let shared = shared.clone();
             let tick = self.tick;
@@ -191,6 +204,23 @@ impl Builder {
                 }
             })
         };
+        let node = self.agents.map(|bed| Arc::new(Node::new(bed)));
+        let mut threads = Vec::new();
+        if let Some(node) = node.clone() {
+            let shared = shared.clone();
+            let (stop_node, node_stopped) = mpsc::channel::<()>();
+            node_stop = Some(stop_node);
+            threads.push(thread::spawn(move || {
+                // Process exits and probes are looked at this often; the probes keep their periods.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = node_stopped.recv_timeout(Duration::from_millis(20)) {
+                    let views = node.observe(&shared.lock().cluster);
+                    let reports = node.act(views);
+                    if node.report(&mut shared.lock().cluster, reports) {
+                        shared.changed.notify_all();
+                    }
+                }
+            }));
+        }
         let acceptor = {
             let shared = shared.clone();
             let server = server.clone();
@@ -207,7 +237,9 @@ impl Builder {
             shared,
             server,
             stop: Some(stop),
-            threads: vec![ticker, acceptor],
+            node_stop,
+            node,
+            threads: [ticker, acceptor].into_iter().chain(threads).collect(),
         }
     }
 }
@@ -253,6 +285,8 @@ pub struct FakeKube {
     shared: Arc<Shared>,
     server: Arc<tiny_http::Server>,
     stop: Option<mpsc::Sender<()>>,
+    node_stop: Option<mpsc::Sender<()>>,
+    node: Option<Arc<Node>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -265,11 +299,23 @@ impl FakeKube {
             namespaces: vec![NAMESPACE.to_string(), "default".to_string()],
             tick: Duration::from_millis(20),
             port: 0,
+            agents: None,
         }
     }
 
     pub fn start() -> FakeKube {
         FakeKube::builder().start()
+    }
+
+    /// The node that really runs agent-server pods (`Builder::run_agents`).
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_deref()
+    }
+
+    /// An ingress controller's stand-in routing by this cluster's Ingresses (port 0: any).
+    pub fn start_ingress(&self, port: u16) -> IngressStandIn {
+        let shared = self.shared.clone();
+        IngressStandIn::start(port, move |host| ingress::route(&shared.lock().cluster, host))
     }
 
     pub fn url(&self) -> &str {
@@ -564,6 +610,7 @@ impl Drop for FakeKube {
         self.shared.lock().stopping = true;
         self.shared.changed.notify_all();
         self.stop.take();
+        self.node_stop.take();
         self.server.unblock();
         for thread in self.threads.drain(..) {
             let _ = thread.join();

@@ -24,6 +24,9 @@ pub enum PodFate {
     Fails { reason: String, exit_code: i64 },
     /// The kubelet leaves the pod alone; tests set its status themselves.
     Scripted,
+    /// Its container really runs, as a process on this machine (`node.rs`): the node, not
+    /// these steps, writes its status and carries out its termination.
+    Runs,
 }
 
 impl PodFate {
@@ -68,7 +71,7 @@ impl PodProgress {
 
 /// Moves `pod` one step along its fate and writes its new status. Returns whether it changed.
 pub fn advance(pod: &mut Value, progress: &mut PodProgress, now: &str) -> bool {
-    if progress.fate == PodFate::Scripted {
+    if matches!(progress.fate, PodFate::Scripted | PodFate::Runs) {
         return false;
     }
     let before = pod["status"].clone();
@@ -126,7 +129,7 @@ pub fn advance(pod: &mut Value, progress: &mut PodProgress, now: &str) -> bool {
         }
         (PodFate::Fails { .. }, 2) => running_status(&containers, false, now, 0, None),
         (PodFate::Fails { reason, exit_code }, _) => failed_status(&containers, reason, *exit_code, now),
-        (PodFate::Unschedulable { .. } | PodFate::Scripted, _) => return false,
+        (PodFate::Unschedulable { .. } | PodFate::Scripted | PodFate::Runs, _) => return false,
     };
     pod["status"] = status;
     pod["status"]["startTime"] = json!(start_time);
@@ -142,7 +145,7 @@ pub fn initial_status(pod: &Value) -> Value {
     json!({"phase": "Pending", "qosClass": qos_class(pod)})
 }
 
-fn container_specs(pod: &Value) -> Vec<(String, String)> {
+pub fn container_specs(pod: &Value) -> Vec<(String, String)> {
     pod["spec"]["containers"]
         .as_array()
         .map(|containers| {
@@ -213,7 +216,7 @@ fn container_status(name: &str, image: &str, state: Value, ready: bool, restarts
     s
 }
 
-fn pending_status(containers: &[(String, String)], reason: &str, message: Option<String>, now: &str) -> Value {
+pub fn pending_status(containers: &[(String, String)], reason: &str, message: Option<String>, now: &str) -> Value {
     let statuses: Vec<Value> = containers
         .iter()
         .map(|(name, image)| {
@@ -230,7 +233,7 @@ fn pending_status(containers: &[(String, String)], reason: &str, message: Option
     status
 }
 
-fn running_status(
+pub fn running_status(
     containers: &[(String, String)],
     ready: bool,
     now: &str,
@@ -256,7 +259,7 @@ fn running_status(
     status
 }
 
-fn crash_status(
+pub fn crash_status(
     containers: &[(String, String)],
     waiting: impl Fn(&str) -> Value,
     restarts: i64,
@@ -273,7 +276,7 @@ fn crash_status(
     status
 }
 
-fn terminated(reason: &str, exit_code: i64, now: &str) -> Value {
+pub fn terminated(reason: &str, exit_code: i64, now: &str) -> Value {
     json!({"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": now, "finishedAt": now,
         "containerID": "containerd://c4ca4238a0b923820dcc509a6f75849bc81e728d9d4c2f636f067f89cc14862c"}})
 }
@@ -301,7 +304,7 @@ fn unschedulable_status(message: &str, now: &str, pod: &Value) -> Value {
 }
 
 /// BestEffort without requests or limits, Guaranteed when every limit equals its request.
-fn qos_class(pod: &Value) -> &'static str {
+pub fn qos_class(pod: &Value) -> &'static str {
     let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
     let resources: Vec<&Value> = containers.iter().map(|c| &c["resources"]).collect();
     let empty = |v: &Value| v.as_object().is_none_or(|m| m.is_empty());

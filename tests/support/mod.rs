@@ -4,14 +4,18 @@
 // Each test crate uses its own part of these helpers.
 #![allow(dead_code, unused_imports)]
 
+pub mod agent_bed;
 pub mod cluster;
 #[cfg(test)]
 pub mod control_plane;
 pub mod deploy;
 pub mod fake_kube;
+pub mod ingress;
 pub mod kubelet;
 pub mod names;
+pub mod node;
 pub mod registry;
+pub mod release;
 pub mod schema;
 pub mod selector;
 // Only integration tests have the service binary to run (examples share the rest).
