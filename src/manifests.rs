@@ -282,6 +282,11 @@ pub fn pod(config: &Config, runtime_id: &str, request: &StartRequest, anchor_uid
 }
 
 /// The one container: image, command, ports, environment, resources and probes.
+///
+/// The startup probe asks every second (for up to 5 minutes): the kubelet learns that the agent
+/// answers within a second of it doing so, and runs the readiness probe at once, so a sandbox
+/// is `running` that much sooner; a 5 s period added 2.5 s to the average cold start. Once
+/// started, readiness every 5 s is enough.
 fn container(config: &Config, runtime_id: &str, request: &StartRequest) -> Value {
     let ports = config.ports;
     let f = request.resource_factor;
@@ -300,7 +305,7 @@ fn container(config: &Config, runtime_id: &str, request: &StartRequest) -> Value
             "requests": {"cpu": millicores(f), "memory": mebibytes(2048.0 * f)},
             "limits": {"cpu": millicores(2.0 * f), "memory": mebibytes(4096.0 * f)},
         },
-        "startupProbe": {"httpGet": {"path": "/alive", "port": ports.agent}, "periodSeconds": 5, "failureThreshold": 60},
+        "startupProbe": {"httpGet": {"path": "/alive", "port": ports.agent}, "periodSeconds": 1, "failureThreshold": 300},
         "readinessProbe": {"httpGet": {"path": "/alive", "port": ports.agent}, "periodSeconds": 5, "failureThreshold": 3},
     });
     match &request.command {

@@ -102,7 +102,7 @@ fn the_v1_app_server_body() {
     );
     assert_eq!(
         agent["startupProbe"],
-        json!({"httpGet": {"path": "/alive", "port": 60000}, "periodSeconds": 5, "failureThreshold": 60})
+        json!({"httpGet": {"path": "/alive", "port": 60000}, "periodSeconds": 1, "failureThreshold": 300})
     );
     assert_eq!(
         agent["readinessProbe"],

@@ -15,7 +15,8 @@
 //!   its filesystem is a directory of its own (`/` of the working directory and HOME, and /tmp
 //!   as TMPDIR);
 //! - startup and readiness probes (`httpGet`) run on their periods from the container's start
-//!   and decide `started` and Ready; readiness waits for the startup probe;
+//!   and decide `started` and Ready; readiness waits for the startup probe, and runs at once
+//!   when it succeeds;
 //! - a container that exits is restarted (restartPolicy Always): at once the first time, then
 //!   after a back-off of 10 s doubling to 5 minutes, `CrashLoopBackOff` meanwhile;
 //! - a deleted pod's processes get SIGTERM, SIGKILL once its grace period is over, and the pod
@@ -602,6 +603,9 @@ impl Sandbox {
             self.startup_clock.next += startup.period;
             if probe_ok(prober, &url(&startup), startup.timeout) {
                 self.started = true;
+                // The kubelet runs the readiness probe at once when a container has started
+                // (prober_manager.go UpdatePodStatus), not at its next period.
+                self.readiness_clock.next = now;
                 self.timeline.answered.get_or_insert(now);
                 self.changed_at = timestamp(SystemTime::now());
             } else {
