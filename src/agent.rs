@@ -2,6 +2,60 @@
 //! per-sandbox NetworkPolicy lets this service in, with no cluster DNS in between.
 
 use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::http_client;
+
+/// The most of an agent's `/server_info` answer read (it is a few hundred bytes).
+const MAX_ANSWER: u64 = 64 * 1024;
+
+/// What an agent says of its idle clock in `GET /server_info` (no key needed): seconds since
+/// its last API call, command, file operation or streamed LLM answer, and the limit it was
+/// started with (`OH_RUNTIME_IDLE_TIMEOUT_SECONDS`), if any.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IdleClock {
+    pub idle: Duration,
+    pub limit: Option<Duration>,
+}
+
+/// An HTTP client for agents, every call bounded by `timeout`.
+pub fn client(timeout: Duration) -> ureq::Agent {
+    http_client::agent_config().timeout_global(Some(timeout)).build().into()
+}
+
+/// Asks the agent at `base_url` for its idle clock.
+pub fn idle_clock(http: &ureq::Agent, base_url: &str) -> Result<IdleClock, String> {
+    let mut answer = http
+        .get(format!("{base_url}/server_info"))
+        .call()
+        .map_err(|e| e.to_string())?;
+    if answer.status() != 200 {
+        return Err(format!("answered {}", answer.status()));
+    }
+    let text = answer
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let info: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    read_idle_clock(&info).ok_or_else(|| "no idle_time in its answer".to_string())
+}
+
+fn read_idle_clock(info: &Value) -> Option<IdleClock> {
+    let seconds = |value: &Value| {
+        value
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+    };
+    Some(IdleClock {
+        idle: seconds(&info["idle_time"])?,
+        limit: seconds(&info["runtime_idle_timeout_seconds"]).filter(|limit| !limit.is_zero()),
+    })
+}
 
 /// `http://{pod_ip}:{port}`, an IPv6 address in brackets; `None` for a pod without an address.
 pub fn base_url(pod_ip: Option<&str>, port: u16) -> Option<String> {
@@ -13,7 +67,20 @@ pub fn base_url(pod_ip: Option<&str>, port: u16) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::base_url;
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn idle_clocks_of_both_agent_versions() {
+        // 1.34.0 and 1.58.2 answer alike; the limit is null unless the agent was given one.
+        let info = json!({"uptime": 3.0, "idle_time": 42.0, "runtime_idle_timeout_seconds": null});
+        let clock = read_idle_clock(&info).unwrap();
+        assert_eq!((clock.idle, clock.limit), (Duration::from_secs(42), None));
+        let info = json!({"idle_time": 7, "runtime_idle_timeout_seconds": 600.0});
+        assert_eq!(read_idle_clock(&info).unwrap().limit, Some(Duration::from_secs(600)));
+        assert_eq!(read_idle_clock(&json!({"idle_time": -1})), None);
+        assert_eq!(read_idle_clock(&json!({"uptime": 1})), None);
+    }
 
     #[test]
     fn addresses_of_both_families() {

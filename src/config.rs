@@ -61,6 +61,24 @@ pub struct Config {
     pub orphan_sweep_interval: Duration,
     /// A NetworkPolicy per sandbox; `None` when `SANDBOX_NETWORK_POLICY=false`.
     pub network_policy: Option<NetworkPolicy>,
+    /// What the service does on its own to runtimes left idle, paused or stuck.
+    pub lifecycle: Lifecycle,
+    /// Runtimes not paused at most (`MAX_RUNNING_RUNTIMES`); `None`: no cap.
+    pub max_running_runtimes: Option<usize>,
+}
+
+/// `IDLE_PAUSE_AFTER`, `IDLE_CHECK_INTERVAL`, `PAUSED_STOP_AFTER`, `STUCK_PAUSE_AFTER`; each
+/// `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// A running runtime whose agent has been idle this long is paused.
+    pub idle_pause_after: Option<Duration>,
+    /// How often the agents are asked for their idle clocks.
+    pub idle_check_interval: Duration,
+    /// A runtime paused this long is stopped.
+    pub paused_stop_after: Option<Duration>,
+    /// A runtime `starting` or in `error` without a break this long is paused.
+    pub stuck_pause_after: Option<Duration>,
 }
 
 /// `HTTP_*`: how many connections, and how long a client may take.
@@ -129,6 +147,13 @@ impl Config {
             workspace: workspace(env)?,
             orphan_sweep_interval: env.duration("ORPHAN_SWEEP_INTERVAL", Duration::from_secs(60), false)?,
             network_policy: network_policy(env)?,
+            lifecycle: Lifecycle {
+                idle_pause_after: env.optional_duration("IDLE_PAUSE_AFTER", Duration::from_secs(30 * 60))?,
+                idle_check_interval: env.duration("IDLE_CHECK_INTERVAL", Duration::from_secs(60), false)?,
+                paused_stop_after: env.optional_duration("PAUSED_STOP_AFTER", Duration::ZERO)?,
+                stuck_pause_after: env.optional_duration("STUCK_PAUSE_AFTER", Duration::from_secs(30 * 60))?,
+            },
+            max_running_runtimes: env.optional_limit("MAX_RUNNING_RUNTIMES", 1_000_000)?,
         })
     }
 }
@@ -323,6 +348,46 @@ mod tests {
             .collect();
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_env(&|name| all.get(name).cloned())
+    }
+
+    #[test]
+    fn lifecycle_defaults_and_zero_turns_each_off() {
+        let minutes = |m: u64| Some(Duration::from_secs(m * 60));
+        let c = config(&[]).unwrap();
+        let expected = Lifecycle {
+            idle_pause_after: minutes(30),
+            idle_check_interval: Duration::from_secs(60),
+            paused_stop_after: None,
+            stuck_pause_after: minutes(30),
+        };
+        assert_eq!(c.lifecycle, expected);
+        assert_eq!(c.max_running_runtimes, None);
+        let c = config(&[
+            ("IDLE_PAUSE_AFTER", "0"),
+            ("STUCK_PAUSE_AFTER", "0"),
+            ("PAUSED_STOP_AFTER", "2h"),
+            ("MAX_RUNNING_RUNTIMES", "5"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.lifecycle.idle_pause_after, c.lifecycle.stuck_pause_after),
+            (None, None)
+        );
+        assert_eq!(c.lifecycle.paused_stop_after, minutes(120));
+        assert_eq!(c.max_running_runtimes, Some(5));
+        assert_eq!(
+            config(&[("MAX_RUNNING_RUNTIMES", "0")]).unwrap().max_running_runtimes,
+            None
+        );
+        for (name, value) in [
+            ("IDLE_CHECK_INTERVAL", "0"),
+            ("IDLE_PAUSE_AFTER", "soon"),
+            ("MAX_RUNNING_RUNTIMES", "-1"),
+            ("MAX_RUNNING_RUNTIMES", "many"),
+        ] {
+            let error = config(&[(name, value)]).unwrap_err();
+            assert!(error.to_string().contains(name), "{name}={value}: {error}");
+        }
     }
 
     #[test]

@@ -14,16 +14,17 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::events::{self, Action};
 use crate::image_check::ImageCheck;
 use crate::kube::{Client, KubeError, Resource};
 use crate::manifests::{self, object_name};
 use crate::object;
 use crate::pod_status::{PodRecord, PodStatus};
 use crate::random::random_hex;
-use crate::runtime::{DesiredState, ReportedStatus, Runtime, RuntimeView, Status};
+use crate::runtime::{Desire, DesiredState, ReportedStatus, Runtime, RuntimeView, Status};
 use crate::start_request::StartRequest;
-use crate::store::{SessionGuard, Store};
-use crate::timestamps::rfc3339;
+use crate::store::{SessionGuard, Slot, Store};
+use crate::timestamps::whole_second_up;
 
 /// The service's parts, shared by the HTTP workers and the background threads.
 pub struct Controller {
@@ -90,24 +91,28 @@ impl Controller {
                 ignored.join(", ")
             );
         }
-        self.create_runtime(request).map(Started::Created)
+        let slot = self.slot()?;
+        self.create_runtime(request, slot).map(Started::Created)
+    }
+
+    /// A place for one more runtime not paused, where `MAX_RUNNING_RUNTIMES` caps them.
+    fn slot(&self) -> Result<Option<Slot<'_>>, Error> {
+        match self.config.max_running_runtimes {
+            None => Ok(None),
+            Some(cap) => self.store.take_slot(cap).map(Some).ok_or(Error::AtCapacity { cap }),
+        }
     }
 
     /// Creates a new runtime's anchor, then everything it owns; a failure deletes the anchor,
     /// and with it whatever was created.
-    fn create_runtime(&self, request: StartRequest) -> Result<RuntimeView, Error> {
+    fn create_runtime(&self, request: StartRequest, slot: Option<Slot<'_>>) -> Result<RuntimeView, Error> {
         let runtime_id = random_hex(16)?;
         let _starting = self.store.begin_start(&runtime_id);
         let session_api_key = random_hex(32)?;
         let created_at = SystemTime::now();
-        let anchor = manifests::anchor_secret(
-            &runtime_id,
-            &session_api_key,
-            &request,
-            DesiredState::Running,
-            &rfc3339(created_at),
-        )
-        .map_err(|e| Error::Internal(format!("cannot encode the start request: {e}")))?;
+        let desired = Desire::new(DesiredState::Running, whole_second_up(created_at));
+        let anchor = manifests::anchor_secret(&runtime_id, &session_api_key, &request, &desired, created_at)
+            .map_err(|e| Error::Internal(format!("cannot encode the start request: {e}")))?;
         let anchor = self.kube.create(Resource::Secrets, &anchor)?;
         let runtime = Runtime {
             id: runtime_id,
@@ -115,7 +120,7 @@ impl Controller {
             session_api_key,
             anchor_uid: object::uid(&anchor).unwrap_or_default().to_string(),
             request,
-            desired: DesiredState::Running,
+            desired,
             created_at,
             changed_at: Instant::now(),
         };
@@ -138,7 +143,7 @@ impl Controller {
         );
         let pod = PodRecord::of(&pod);
         let view = runtime.view(pod.as_ref(), &self.config, SystemTime::now());
-        self.store.record_started(runtime, pod);
+        self.store.record_started(runtime, pod, slot);
         Ok(view)
     }
 
@@ -185,13 +190,65 @@ impl Controller {
     /// `POST /pause`: deletes the pod only; everything else stays for `/resume`.
     pub fn pause(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
         let (runtime, _session) = self.lock_runtime(runtime_id)?;
-        if runtime.is_paused() {
-            return self.view_of(runtime_id);
+        if !runtime.is_paused() {
+            self.pause_now(&runtime, None)?;
         }
-        self.record_desired_state(&runtime, DesiredState::Paused)?;
-        self.delete_pod(runtime_id)?;
-        log::info!("runtime {runtime_id} of session {} paused", runtime.session_id);
         self.view_of(runtime_id)
+    }
+
+    /// Pauses a runtime on the service's own account, as `/pause` would, unless something was
+    /// asked of it since `asked_at` (a client resumed it after the decision was made). True
+    /// when it was paused.
+    pub fn pause_unless_asked_since(
+        &self,
+        runtime_id: &str,
+        asked_at: SystemTime,
+        reason: Option<String>,
+    ) -> Result<bool, Error> {
+        let (runtime, _session) = self.lock_runtime(runtime_id)?;
+        if runtime.is_paused() || runtime.desired.since != asked_at {
+            return Ok(false);
+        }
+        self.pause_now(&runtime, reason)?;
+        Ok(true)
+    }
+
+    /// Stops a runtime on the service's own account, as `/stop` would, unless something was
+    /// asked of it since `asked_at`. True when it was stopped.
+    pub fn stop_unless_asked_since(&self, runtime_id: &str, asked_at: SystemTime) -> Result<bool, Error> {
+        let (runtime, session) = self.lock_runtime(runtime_id)?;
+        if runtime.desired.since != asked_at {
+            return Ok(false);
+        }
+        drop(session);
+        // `stop` holds the session itself; a client asking in between is harmless: both stop.
+        self.stop(runtime_id).map(|_| true)
+    }
+
+    /// Records what the service did to a runtime on its own: a log line, a Kubernetes Event on
+    /// its anchor (whose failure is logged, never the action's), and the lifecycle counter.
+    pub fn record(&self, runtime: &Runtime, action: Action, message: &str) {
+        log::info!("runtime {}: {}: {message}", runtime.id, action.reason());
+        let event = events::event(&self.config.kube.namespace, runtime, action, message, SystemTime::now());
+        if let Err(error) = self.kube.create(Resource::Events, &event) {
+            log::warn!(
+                "runtime {}: cannot record the {} event: {error}",
+                runtime.id,
+                action.reason()
+            );
+        }
+    }
+
+    fn pause_now(&self, runtime: &Runtime, reason: Option<String>) -> Result<(), Error> {
+        let desire = Desire {
+            state: DesiredState::Paused,
+            since: whole_second_up(SystemTime::now()),
+            pause_reason: reason,
+        };
+        self.record_desired_state(runtime, desire, None)?;
+        self.delete_pod(&runtime.id)?;
+        log::info!("runtime {} of session {} paused", runtime.id, runtime.session_id);
+        Ok(())
     }
 
     /// `POST /resume`: a paused runtime, or one in error, gets a new pod from its original
@@ -209,7 +266,9 @@ impl Controller {
         let runtime = &snapshot.runtime;
         match snapshot.status(&self.config, now) {
             Status::Paused => {
-                self.record_desired_state(runtime, DesiredState::Running)?;
+                let slot = self.slot()?;
+                let desire = Desire::new(DesiredState::Running, whole_second_up(now));
+                self.record_desired_state(runtime, desire, slot)?;
                 log::info!("runtime {} of session {} resuming", runtime.id, runtime.session_id);
             }
             Status::Error => {
@@ -226,11 +285,11 @@ impl Controller {
         self.view_of(runtime_id)
     }
 
-    fn record_desired_state(&self, runtime: &Runtime, desired: DesiredState) -> Result<(), Error> {
-        let patch = manifests::desired_state_patch(desired, &rfc3339(SystemTime::now()));
+    fn record_desired_state(&self, runtime: &Runtime, desire: Desire, slot: Option<Slot<'_>>) -> Result<(), Error> {
+        let patch = manifests::desired_state_patch(&desire);
         self.kube
             .merge_patch(Resource::Secrets, &object_name(&runtime.id), &patch)?;
-        self.store.record_desired(&runtime.id, desired);
+        self.store.record_desired(&runtime.id, desire, slot);
         Ok(())
     }
 
@@ -276,7 +335,7 @@ impl Controller {
             Resource::Ingresses => Some(manifests::ingress(config, id, session, uid)),
             Resource::PersistentVolumeClaims => manifests::workspace_claim(config, id, session, uid),
             Resource::NetworkPolicies => manifests::network_policy(config, id, session, uid),
-            Resource::Secrets => None,
+            Resource::Secrets | Resource::Events => None,
         }
     }
 

@@ -92,6 +92,19 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// A duration that `0` turns off (`None`).
+    pub fn optional_duration(&self, name: &'static str, default: Duration) -> Result<Option<Duration>, ConfigError> {
+        Ok(Some(self.duration(name, default, true)?).filter(|d| !d.is_zero()))
+    }
+
+    /// A limit that `0` (the default) turns off (`None`).
+    pub fn optional_limit(&self, name: &'static str, max: usize) -> Result<Option<usize>, ConfigError> {
+        match self.get(name).as_deref().map(str::trim) {
+            None | Some("0") => Ok(None),
+            Some(_) => self.count(name, 0, max).map(Some),
+        }
+    }
+
     /// A Kubernetes object name (an RFC 1123 subdomain).
     pub fn object_name(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
         match self.get(name) {

@@ -30,6 +30,10 @@ pub enum Error {
     PayloadTooLarge {
         limit: usize,
     },
+    /// As many runtimes are not paused as `MAX_RUNNING_RUNTIMES` allows.
+    AtCapacity {
+        cap: usize,
+    },
     /// The store has not been rebuilt from the cluster yet.
     NotReady,
     /// As many connections are open as `HTTP_MAX_CONNECTIONS` allows.
@@ -83,6 +87,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => 405,
             Error::SessionConflict { .. } => 409,
             Error::PayloadTooLarge { .. } => 413,
+            Error::AtCapacity { .. } => 429,
             Error::NotReady | Error::Overloaded | Error::ShuttingDown => 503,
             Error::HeadRefused(HeadRefusal::Malformed) => 400,
             Error::HeadRefused(HeadRefusal::TimedOut) => 408,
@@ -109,6 +114,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::SessionConflict { .. } => "conflict",
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::AtCapacity { .. } => "at_capacity",
             Error::NotReady => "not_ready",
             Error::Overloaded => "overloaded",
             Error::ShuttingDown => "shutting_down",
@@ -158,6 +164,10 @@ impl fmt::Display for Error {
                 "session {requested} conflicts with session {existing}: session ids that differ only in case share one sandbox address"
             ),
             Error::PayloadTooLarge { limit } => write!(f, "the request body is larger than {limit} bytes"),
+            Error::AtCapacity { cap } => write!(
+                f,
+                "{cap} runtimes are running, as many as MAX_RUNNING_RUNTIMES allows; pause or stop one first"
+            ),
             Error::NotReady => write!(f, "the service is still loading its runtimes from the cluster"),
             Error::Overloaded => write!(f, "too many open connections; try again"),
             Error::ShuttingDown => write!(f, "the service is shutting down; try again"),

@@ -46,6 +46,7 @@ mod config;
 mod controller;
 mod env;
 mod error;
+mod events;
 mod http_client;
 mod image_check;
 mod kube;

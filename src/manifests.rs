@@ -5,7 +5,7 @@
 //! dying halfway through a `/start`) never leaves an orphan behind.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -14,14 +14,17 @@ use crate::config::Config;
 use crate::kube::owner_reference;
 use crate::names::{RESERVED_ENV, session_host};
 use crate::object::{self, MANAGED_BY, RUNTIME_ID_LABEL};
-use crate::runtime::{DesiredState, Runtime};
+use crate::runtime::{Desire, DesiredState, Runtime};
 use crate::start_request::{Command, PullPolicy, StartRequest};
-use crate::timestamps::parse_rfc3339;
+use crate::timestamps::{parse_rfc3339, rfc3339};
 
 pub const SESSION_ID_ANNOTATION: &str = "openhands.dev/session-id";
 pub const DESIRED_STATE_ANNOTATION: &str = "openhands.dev/desired-state";
 pub const DESIRED_STATE_SINCE_ANNOTATION: &str = "openhands.dev/desired-state-since";
 pub const CREATED_AT_ANNOTATION: &str = "openhands.dev/created-at";
+pub const PAUSE_REASON_ANNOTATION: &str = "openhands.dev/pause-reason";
+/// The agent server's own idle limit, which it reports in `/server_info`.
+pub const IDLE_TIMEOUT_VARIABLE: &str = "OH_RUNTIME_IDLE_TIMEOUT_SECONDS";
 pub const SESSION_KEY_KEY: &str = "session_api_key";
 pub const REQUEST_KEY: &str = "start-request";
 
@@ -76,8 +79,8 @@ pub fn anchor_secret(
     runtime_id: &str,
     session_api_key: &str,
     request: &StartRequest,
-    desired: DesiredState,
-    now: &str,
+    desired: &Desire,
+    created_at: SystemTime,
 ) -> Result<Value, serde_json::Error> {
     let mut string_data = BTreeMap::new();
     string_data.insert(SESSION_KEY_KEY.to_string(), session_api_key.to_string());
@@ -86,9 +89,9 @@ pub fn anchor_secret(
         string_data.insert(env_key(index), value.clone());
     }
     let mut metadata = metadata(runtime_id, &request.session_id, None);
-    metadata["annotations"][DESIRED_STATE_ANNOTATION] = json!(desired.as_str());
-    metadata["annotations"][DESIRED_STATE_SINCE_ANNOTATION] = json!(now);
-    metadata["annotations"][CREATED_AT_ANNOTATION] = json!(now);
+    metadata["annotations"][DESIRED_STATE_ANNOTATION] = json!(desired.state.as_str());
+    metadata["annotations"][DESIRED_STATE_SINCE_ANNOTATION] = json!(rfc3339(desired.since));
+    metadata["annotations"][CREATED_AT_ANNOTATION] = json!(rfc3339(created_at));
     Ok(json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -123,23 +126,44 @@ pub fn runtime_from_anchor(anchor: &Value) -> Result<Runtime, String> {
         session_id: request.session_id.clone(),
         session_api_key: data(SESSION_KEY_KEY)?,
         anchor_uid: object::uid(anchor).ok_or("no uid")?.to_string(),
-        desired: desired_state_of(anchor).ok_or("no desired state")?,
+        desired: desire_of(anchor).ok_or("no desired state")?,
         request,
         created_at,
         changed_at: Instant::now(),
     })
 }
 
-/// The desired state an anchor records.
-pub fn desired_state_of(anchor: &Value) -> Option<DesiredState> {
-    DesiredState::parse(anchor["metadata"]["annotations"][DESIRED_STATE_ANNOTATION].as_str()?)
+/// What an anchor records as asked of its runtime. An anchor without the time it was asked
+/// (an operator wrote the state by hand) counts from the runtime's creation.
+pub fn desire_of(anchor: &Value) -> Option<Desire> {
+    let annotations = &anchor["metadata"]["annotations"];
+    let state = DesiredState::parse(annotations[DESIRED_STATE_ANNOTATION].as_str()?)?;
+    let since = [
+        &annotations[DESIRED_STATE_SINCE_ANNOTATION],
+        &annotations[CREATED_AT_ANNOTATION],
+        &anchor["metadata"]["creationTimestamp"],
+    ]
+    .into_iter()
+    .find_map(|time| parse_rfc3339(time.as_str()?))
+    .unwrap_or(SystemTime::UNIX_EPOCH);
+    let pause_reason = annotations[PAUSE_REASON_ANNOTATION]
+        .as_str()
+        .filter(|_| state == DesiredState::Paused)
+        .map(str::to_string);
+    Some(Desire {
+        state,
+        since,
+        pause_reason,
+    })
 }
 
-/// The merge patch that records a new desired state on the anchor.
-pub fn desired_state_patch(desired: DesiredState, now: &str) -> Value {
+/// The merge patch that records what is now asked of the runtime on its anchor (a pause
+/// reason is removed when there is none).
+pub fn desired_state_patch(desire: &Desire) -> Value {
     json!({"metadata": {"annotations": {
-        DESIRED_STATE_ANNOTATION: desired.as_str(),
-        DESIRED_STATE_SINCE_ANNOTATION: now,
+        DESIRED_STATE_ANNOTATION: desire.state.as_str(),
+        DESIRED_STATE_SINCE_ANNOTATION: rfc3339(desire.since),
+        PAUSE_REASON_ANNOTATION: desire.pause_reason,
     }}})
 }
 
@@ -198,6 +222,12 @@ fn environment(config: &Config, runtime_id: &str, request: &StartRequest) -> Vec
         ("WORKER_1".into(), env_value("WORKER_1", &ports.worker_1.to_string())),
         ("WORKER_2".into(), env_value("WORKER_2", &ports.worker_2.to_string())),
     ];
+    // The agent's side of idle pausing: it reports the limit in /server_info and caps a
+    // foreground command below it, since a running command does not reset its idle clock.
+    if let Some(limit) = config.lifecycle.idle_pause_after {
+        let seconds = limit.as_secs().max(1).to_string();
+        service.push((IDLE_TIMEOUT_VARIABLE.into(), env_value(IDLE_TIMEOUT_VARIABLE, &seconds)));
+    }
     if let Some(origin) = &config.app_server_public_url {
         service.push((
             "OH_ALLOW_CORS_ORIGINS_0".into(),

@@ -77,6 +77,10 @@ pub struct PodRecord {
     pub observation: PodObservation,
     /// `status.podIP`, once the pod has one.
     pub ip: Option<String>,
+    /// Since when the pod has not been ready without a break (`None` while ready): its Ready
+    /// condition's last transition, or its creation before it has that condition. The cluster
+    /// keeps this clock, so it survives a restart of the service.
+    pub unready_since: Option<SystemTime>,
     /// When the service itself last changed the pod: a list that began earlier is older news.
     pub changed_at: Option<Instant>,
 }
@@ -89,8 +93,17 @@ impl PodRecord {
             terminating: object::is_being_deleted(pod),
             observation: observe(Some(pod)),
             ip: pod["status"]["podIP"].as_str().map(str::to_string),
+            unready_since: unready_since(pod),
             changed_at: None,
         })
+    }
+}
+
+fn unready_since(pod: &Value) -> Option<SystemTime> {
+    match condition(&pod["status"], "Ready") {
+        Some(ready) if ready["status"] == "True" => None,
+        Some(ready) => ready["lastTransitionTime"].as_str().and_then(parse_rfc3339),
+        None => pod["metadata"]["creationTimestamp"].as_str().and_then(parse_rfc3339),
     }
 }
 

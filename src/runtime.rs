@@ -70,6 +70,27 @@ impl Serialize for ReportedStatus {
     }
 }
 
+/// What was last asked of a runtime, as its anchor records it. The clocks of idleness,
+/// dormancy and stuck starts count from `since`, so they survive a restart of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desire {
+    pub state: DesiredState,
+    pub since: SystemTime,
+    /// Why the service paused the runtime on its own (a stuck start's last `status_detail`),
+    /// shown as `status_detail` while it stays paused.
+    pub pause_reason: Option<String>,
+}
+
+impl Desire {
+    pub fn new(state: DesiredState, since: SystemTime) -> Desire {
+        Desire {
+            state,
+            since,
+            pause_reason: None,
+        }
+    }
+}
+
 /// One runtime as the service knows it from its anchor.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -79,7 +100,7 @@ pub struct Runtime {
     /// The anchor Secret's uid, which every other object names as its owner.
     pub anchor_uid: String,
     pub request: StartRequest,
-    pub desired: DesiredState,
+    pub desired: Desire,
     pub created_at: SystemTime,
     /// When the service last wrote this runtime: a list that began earlier cannot know of it.
     pub changed_at: Instant,
@@ -92,12 +113,12 @@ impl Runtime {
     /// Whether a client (or an operator, on the anchor) asked for the runtime to be paused; it
     /// then reads `paused` whatever its pod still does, and `/list` leaves it out.
     pub fn is_paused(&self) -> bool {
-        self.desired == DesiredState::Paused
+        self.desired.state == DesiredState::Paused
     }
 
     /// `status` from the desired state and `pod_status` (API.md §4).
     fn status(&self, pod_status: PodStatus) -> Status {
-        match self.desired {
+        match self.desired.state {
             DesiredState::Paused => Status::Paused,
             DesiredState::Running => match pod_status {
                 PodStatus::Ready => Status::Running,
@@ -135,7 +156,8 @@ impl Runtime {
             },
             status_detail: match status {
                 Status::Starting | Status::Error => observation.detail.clone(),
-                Status::Running | Status::Paused => None,
+                Status::Paused => self.desired.pause_reason.clone(),
+                Status::Running => None,
             },
             work_hosts: BTreeMap::from([
                 (host("work-1-"), config.ports.worker_1),

@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime};
 use crate::config::Config;
 use crate::names::session_host;
 use crate::pod_status::{PodObservation, PodRecord, PodStatus};
-use crate::runtime::{DesiredState, Runtime, RuntimeView, Status};
+use crate::runtime::{Desire, DesiredState, Runtime, RuntimeView, Status};
 
 #[derive(Default)]
 pub struct Store {
@@ -38,6 +38,8 @@ struct Inner {
     /// Runtimes whose `/start` is creating objects: the orphan sweep leaves them alone.
     starting: HashSet<String>,
     ready: bool,
+    /// Places taken by starts and resumes still in flight.
+    slots_held: usize,
 }
 
 /// One runtime id's runtime (from its anchor) and pod (from the pod watch). Either may be known
@@ -47,6 +49,11 @@ struct Inner {
 struct Entry {
     runtime: Option<Arc<Runtime>>,
     pod: Option<Arc<PodRecord>>,
+    /// The service deleted the pod (a pause, a replacement): its going is expected.
+    pod_deleted_by_service: bool,
+    /// A running runtime's pod went without the service deleting it (an eviction, a drain,
+    /// `kubectl delete pod`): the pod convergence creates next is a recreation.
+    pod_vanished: bool,
 }
 
 impl Entry {
@@ -107,7 +114,7 @@ pub enum PodEvent {
 #[derive(Debug)]
 pub enum AnchorEvent {
     /// It records this desired state (set by the service or by an operator).
-    Desired(DesiredState),
+    Desired(Desire),
     /// It is gone, or being deleted: so is the runtime.
     Gone,
 }
@@ -122,6 +129,21 @@ impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
         self.store.lock().busy_sessions.remove(&self.key);
         self.store.session_released.notify_all();
+    }
+}
+
+/// A place among the runtimes not paused (`MAX_RUNNING_RUNTIMES`), held from the check to the
+/// start or resume it allows, which fills it; given back on drop if it was not filled.
+pub struct Slot<'a> {
+    store: &'a Store,
+    filled: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.store.lock().slots_held -= 1;
+        }
     }
 }
 
@@ -157,7 +179,17 @@ impl Inner {
                 }
                 entry.pod = Some(record);
             }
-            PodEvent::Gone { uid } if is_current(&uid) => entry.pod = None,
+            PodEvent::Gone { uid } if is_current(&uid) => {
+                let running = entry
+                    .runtime
+                    .as_ref()
+                    .is_some_and(|runtime| runtime.desired.state == DesiredState::Running);
+                if entry.pod.is_some() && running && !entry.pod_deleted_by_service {
+                    entry.pod_vanished = true;
+                }
+                entry.pod_deleted_by_service = false;
+                entry.pod = None;
+            }
             _ => {}
         }
         self.forget_if_empty(runtime_id);
@@ -387,7 +419,7 @@ impl Store {
     /// Applies a list of anchors (runtime id -> desired state) that began at `listed_at`: a
     /// runtime whose anchor the list lacks is gone, unless the service changed it after the list
     /// began. Returns the runtimes forgotten.
-    pub fn apply_anchor_list(&self, listed_at: Instant, anchors: &HashMap<String, DesiredState>) -> Vec<String> {
+    pub fn apply_anchor_list(&self, listed_at: Instant, anchors: &HashMap<String, Desire>) -> Vec<String> {
         let mut inner = self.lock();
         let events: Vec<(String, AnchorEvent)> = inner
             .entries
@@ -396,7 +428,7 @@ impl Store {
             .map(|(runtime_id, _)| {
                 let event = anchors
                     .get(runtime_id)
-                    .map_or(AnchorEvent::Gone, |desired| AnchorEvent::Desired(*desired));
+                    .map_or(AnchorEvent::Gone, |desired| AnchorEvent::Desired(desired.clone()));
                 (runtime_id.clone(), event)
             })
             .collect();
@@ -408,10 +440,30 @@ impl Store {
 
     // ---- what the service did ----
 
+    /// A place for one more runtime not paused, if fewer than `cap` are (counting the places
+    /// other starts hold): checked and taken at once, so concurrent starts cannot overshoot.
+    pub fn take_slot(&self, cap: usize) -> Option<Slot<'_>> {
+        let mut inner = self.lock();
+        let not_paused = inner
+            .entries
+            .values()
+            .filter(|entry| entry.runtime.as_ref().is_some_and(|runtime| !runtime.is_paused()))
+            .count();
+        if not_paused + inner.slots_held >= cap {
+            return None;
+        }
+        inner.slots_held += 1;
+        Some(Slot {
+            store: self,
+            filled: false,
+        })
+    }
+
     /// A runtime `/start` created, with the pod it created (`None`: none yet). The pod watch
     /// may have reported that pod already: see `record_pod_created`.
-    pub fn record_started(&self, runtime: Runtime, created_pod: Option<PodRecord>) {
+    pub fn record_started(&self, runtime: Runtime, created_pod: Option<PodRecord>, slot: Option<Slot<'_>>) {
         let mut inner = self.lock();
+        fill(&mut inner, slot);
         if let Some(record) = created_pod {
             inner.record_pod_created(&runtime.id, record);
         }
@@ -424,8 +476,10 @@ impl Store {
     }
 
     /// A desired state the service has just written on the anchor.
-    pub fn record_desired(&self, runtime_id: &str, desired: DesiredState) {
-        if let Some(runtime) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.runtime.as_mut()) {
+    pub fn record_desired(&self, runtime_id: &str, desired: Desire, slot: Option<Slot<'_>>) {
+        let mut inner = self.lock();
+        fill(&mut inner, slot);
+        if let Some(runtime) = inner.entries.get_mut(runtime_id).and_then(|e| e.runtime.as_mut()) {
             let runtime = Arc::make_mut(runtime);
             runtime.desired = desired;
             runtime.changed_at = Instant::now();
@@ -440,12 +494,34 @@ impl Store {
     /// The service has just deleted the runtime's pod: until the watch reports it gone, it
     /// terminates and its name is taken. A pod already reported gone stays gone.
     pub fn record_pod_deleted(&self, runtime_id: &str) {
-        if let Some(record) = self.lock().entries.get_mut(runtime_id).and_then(|e| e.pod.as_mut()) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(runtime_id) else {
+            return;
+        };
+        entry.pod_deleted_by_service = true;
+        if let Some(record) = entry.pod.as_mut() {
             let record = Arc::make_mut(record);
             record.terminating = true;
             record.observation = PodObservation::new(PodStatus::NotFound);
             record.changed_at = Some(Instant::now());
         }
+    }
+
+    /// Whether the runtime's pod vanished behind the service's back since this was last asked.
+    pub fn take_vanished_pod(&self, runtime_id: &str) -> bool {
+        self.lock()
+            .entries
+            .get_mut(runtime_id)
+            .is_some_and(|entry| std::mem::take(&mut entry.pod_vanished))
+    }
+}
+
+/// The runtime a slot was taken for is now counted itself: the slot is given back in the same
+/// moment.
+fn fill(inner: &mut Inner, slot: Option<Slot<'_>>) {
+    if let Some(mut slot) = slot {
+        slot.filled = true;
+        inner.slots_held -= 1;
     }
 }
 
@@ -465,7 +541,7 @@ mod tests {
             session_api_key: "key".to_string(),
             anchor_uid: format!("uid-{id}"),
             request: StartRequest::from_json(&json!({"session_id": session_id}), "image:1").unwrap(),
-            desired: DesiredState::Running,
+            desired: Desire::new(DesiredState::Running, SystemTime::UNIX_EPOCH),
             created_at: SystemTime::UNIX_EPOCH,
             // Written long ago: lists that begin now know of it.
             changed_at: Instant::now()
@@ -474,12 +550,17 @@ mod tests {
         }
     }
 
+    fn paused() -> Desire {
+        Desire::new(DesiredState::Paused, SystemTime::UNIX_EPOCH)
+    }
+
     fn pod(uid: &str, status: PodStatus) -> PodRecord {
         PodRecord {
             uid: uid.to_string(),
             terminating: false,
             observation: PodObservation::new(status),
             ip: None,
+            unready_since: None,
             changed_at: None,
         }
     }
@@ -560,12 +641,12 @@ mod tests {
     fn an_anchor_list_that_lacks_a_runtime_drops_it() {
         let store = loaded(vec![runtime("r1", "s1"), runtime("r2", "s2"), runtime("r3", "s3")]);
         let listed_at = Instant::now();
-        store.record_desired("r3", DesiredState::Paused);
-        let anchors = HashMap::from([("r1".to_string(), DesiredState::Paused)]);
+        store.record_desired("r3", paused(), None);
+        let anchors = HashMap::from([("r1".to_string(), paused())]);
         let forgotten = store.apply_anchor_list(listed_at, &anchors);
         assert_eq!(forgotten, ["r2"]);
         assert!(store.runtime("r2").is_none() && store.runtime_of_session("s2").is_none());
-        assert_eq!(store.runtime("r1").map(|r| r.desired), Some(DesiredState::Paused));
+        assert_eq!(store.runtime("r1").map(|r| r.desired.clone()), Some(paused()));
         assert!(
             store.runtime("r3").is_some(),
             "changed by the service after the list began"
@@ -575,7 +656,7 @@ mod tests {
     #[test]
     fn an_anchor_event_sets_the_desired_state_or_forgets_the_runtime() {
         let store = loaded(vec![runtime("r1", "Session-A")]);
-        assert!(!store.apply_anchor("r1", AnchorEvent::Desired(DesiredState::Paused)));
+        assert!(!store.apply_anchor("r1", AnchorEvent::Desired(paused())));
         assert!(store.runtime("r1").is_some_and(|r| r.is_paused()));
         assert!(!store.apply_anchor("unknown", AnchorEvent::Gone));
         assert!(store.apply_anchor("r1", AnchorEvent::Gone));

@@ -15,6 +15,15 @@ pub fn rfc3339(at: SystemTime) -> String {
     )
 }
 
+/// `at` rounded up to a whole second, which `rfc3339` writes exactly: a time kept on an object
+/// and read back after a restart is then the very time the service used, and a clock started
+/// from it never runs short.
+pub fn whole_second_up(at: SystemTime) -> SystemTime {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let whole = std::time::Duration::from_secs(since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0));
+    UNIX_EPOCH + whole
+}
+
 /// Parses the RFC 3339 UTC timestamps Kubernetes writes (`2025-03-04T10:15:03Z`, fractions
 /// allowed).
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {

@@ -189,6 +189,24 @@ fn deploy_yaml_as_shipped_is_accepted_and_its_role_serves_a_whole_lifecycle() {
     make_ready(cp, ns, &runtime);
     service.wait_for_status("Life-1", "running");
 
+    // A pod deleted behind the service's back is recreated, and the real API server takes the
+    // Event that records it, on the anchor.
+    let before = cp.get(&pod_path(ns, &runtime)).body["metadata"]["uid"].clone();
+    assert_eq!(cp.delete(&pod_path(ns, &runtime)).code, 200);
+    cp.wait_for("the recreated pod", || {
+        let pod = cp.get(&pod_path(ns, &runtime));
+        pod.code == 200 && pod.body["metadata"]["uid"] != before && pod.body["metadata"]["deletionTimestamp"].is_null()
+    });
+    cp.wait_for("the PodRecreated event", || {
+        cp.items(&format!("/api/v1/namespaces/{ns}/events"))
+            .iter()
+            .any(|event| {
+                event["reason"] == "PodRecreated" && event["involvedObject"]["name"] == name(&runtime).as_str()
+            })
+    });
+    make_ready(cp, ns, &runtime);
+    service.wait_for_status("Life-1", "running");
+
     // A crash loop reads `error`; a client's /start recreates the pod.
     let first_uid = cp.get(&pod_path(ns, &runtime)).body["metadata"]["uid"].clone();
     let mut crashing = running_status(false);

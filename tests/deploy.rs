@@ -151,6 +151,10 @@ fn the_role_grants_exactly_what_the_service_calls() {
     service.post("/resume", &json!({"runtime_id": runtime["runtime_id"]}));
     service.wait_for_status("rbac", "running");
     service.restart();
+    // A pod deleted behind the service's back is recreated, and that is recorded as an Event.
+    let pod = format!("runtime-{}", runtime["runtime_id"].as_str().unwrap());
+    assert!(fake.delete_by_operator("pods", &pod));
+    assert!(fake.wait_for(Duration::from_secs(10), |view| !view.objects("events").is_empty()));
     let sweeps = fake.list_count("/secrets");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while fake.list_count("/secrets") < sweeps + 1 {

@@ -22,10 +22,16 @@ struct Bed {
 }
 
 fn bed(versions: &[&str]) -> Option<Bed> {
+    bed_with(versions, &[])
+}
+
+fn bed_with(versions: &[&str], settings: &[(&str, &str)]) -> Option<Bed> {
     let agents = AgentBed::for_test(versions)?;
     let fake = FakeKube::builder().run_agents(agents).start();
     let ingress = fake.start_ingress(0);
-    let service = Service::start(&fake, &[("URL_SCHEME", "http")]);
+    let mut settings = settings.to_vec();
+    settings.push(("URL_SCHEME", "http"));
+    let service = Service::start(&fake, &settings);
     let http = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -187,4 +193,92 @@ fn a_killed_agent_comes_back() {
     let replaced = bed.wait_running("phoenix");
     assert_eq!(replaced["session_api_key"], runtime["session_api_key"]);
     assert_eq!(bed.output_of(&replaced, "echo back"), "back\n");
+}
+
+/// Idle pausing from the agent's own clock: a sandbox left alone is paused after its limit and
+/// resumes with its key; one kept busy (a command every few seconds) stays running past it.
+#[test]
+fn an_idle_sandbox_is_paused_and_a_busy_one_is_not() {
+    let limit = Duration::from_secs(20);
+    let Some(bed) = bed_with(
+        &[VERSIONS[0]],
+        &[("IDLE_PAUSE_AFTER", "20s"), ("IDLE_CHECK_INTERVAL", "1s")],
+    ) else {
+        return;
+    };
+    for session in ["idle", "busy"] {
+        let started = bed.service.post(
+            "/start",
+            &json!({"session_id": session, "image": AgentBed::image(VERSIONS[0])}),
+        );
+        assert_eq!(started.code, 201, "{:#}", started.body);
+    }
+    let idle = bed.wait_running("idle");
+    let busy = bed.wait_running("busy");
+    let busy_since = Instant::now();
+    // The agent was told the limit, and reports it.
+    assert_eq!(bed.output_of(&busy, "echo $OH_RUNTIME_IDLE_TIMEOUT_SECONDS"), "20\n");
+
+    let deadline = Instant::now() + BOOT;
+    loop {
+        assert_eq!(bed.output_of(&busy, "true"), "");
+        if bed.service.get("/sessions/idle").body["status"] == "paused" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the idle sandbox was never paused");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    // Keep the busy one busy past its limit, counted from its last resume.
+    while busy_since.elapsed() < limit + Duration::from_secs(5) {
+        assert_eq!(bed.output_of(&busy, "true"), "");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    assert_eq!(bed.service.get("/sessions/busy").body["status"], "running");
+
+    let listed = bed.service.get("/list").body;
+    let sessions: Vec<&str> = listed["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sessions, ["busy"]);
+    let all = bed.service.get("/list?include_paused=true").body;
+    assert_eq!(all["runtimes"].as_array().unwrap().len(), 2);
+    assert!(bed.fake.objects("events").iter().any(|e| e["reason"] == "IdlePaused"
+        && e["involvedObject"]["name"] == format!("runtime-{}", idle["runtime_id"].as_str().unwrap()).as_str()));
+
+    let id = idle["runtime_id"].as_str().unwrap();
+    assert_eq!(bed.service.post("/resume", &json!({"runtime_id": id})).code, 200);
+    let resumed = bed.wait_running("idle");
+    assert_eq!(resumed["session_api_key"], idle["session_api_key"]);
+    assert_eq!(bed.output_of(&resumed, "echo back"), "back\n");
+}
+
+/// An agent started with its own `OH_RUNTIME_IDLE_TIMEOUT_SECONDS` (the request's) is held to
+/// it, not to the service's default.
+#[test]
+fn an_agent_with_its_own_idle_limit_is_held_to_it() {
+    let Some(bed) = bed_with(
+        &[VERSIONS[1]],
+        &[("IDLE_PAUSE_AFTER", "1h"), ("IDLE_CHECK_INTERVAL", "1s")],
+    ) else {
+        return;
+    };
+    let started = bed.service.post(
+        "/start",
+        &json!({"session_id": "own-limit", "image": AgentBed::image(VERSIONS[1]),
+                "environment": {"OH_RUNTIME_IDLE_TIMEOUT_SECONDS": "10"}}),
+    );
+    assert_eq!(started.code, 201, "{:#}", started.body);
+    let running = bed.wait_running("own-limit");
+    let became_running = Instant::now();
+    let paused = bed
+        .service
+        .wait_for_session("own-limit", "paused", |r| r["status"] == "paused");
+    assert!(
+        became_running.elapsed() < Duration::from_secs(20),
+        "paused by the agent's limit of 10 s, not the hour"
+    );
+    assert_eq!(paused["session_api_key"], running["session_api_key"]);
 }

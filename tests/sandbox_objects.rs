@@ -232,6 +232,7 @@ fn environment_order_overrides_and_secrets() {
             "OH_VSCODE_PORT",
             "WORKER_1",
             "WORKER_2",
+            "OH_RUNTIME_IDLE_TIMEOUT_SECONDS",
             "HTTPS_PROXY",
             "LITELLM_LOCAL_MODEL_COST_MAP",
             "LLM_API_KEY",
@@ -253,6 +254,8 @@ fn environment_order_overrides_and_secrets() {
         "http://openhands-app.openhands.svc:3000/api/v1/webhooks"
     );
     assert_eq!(env_entry(pod, "HTTPS_PROXY")["value"], "http://proxy:3128");
+    // The agent is told the idle limit (IDLE_PAUSE_AFTER, 30 minutes by default).
+    assert_eq!(env_entry(pod, "OH_RUNTIME_IDLE_TIMEOUT_SECONDS")["value"], "1800");
     for from_request in [
         "LITELLM_LOCAL_MODEL_COST_MAP",
         "LLM_API_KEY",
@@ -284,12 +287,14 @@ fn environment_order_overrides_and_secrets() {
         .unwrap();
     assert_eq!(decode(llm_key), "sk-secret");
 
-    // Without APP_SERVER_URL the request's webhook address is used, and unset variables are absent.
-    let plain = Service::start(&fake, &[]);
+    // Without APP_SERVER_URL the request's webhook address is used, and unset variables are
+    // absent; the request's own idle limit is the agent's.
+    let plain = Service::start(&fake, &[("IDLE_PAUSE_AFTER", "10m")]);
     let (_, objects) = start(
         &fake,
         &plain,
-        json!({"session_id": "env2", "environment": {"OH_WEBHOOKS_0_BASE_URL": "https://public.example"}}),
+        json!({"session_id": "env2", "environment": {"OH_WEBHOOKS_0_BASE_URL": "https://public.example",
+            "OH_RUNTIME_IDLE_TIMEOUT_SECONDS": "7200"}}),
     );
     assert_eq!(
         env_names(&objects.pod),
@@ -300,9 +305,20 @@ fn environment_order_overrides_and_secrets() {
             "OH_VSCODE_PORT",
             "WORKER_1",
             "WORKER_2",
+            "OH_RUNTIME_IDLE_TIMEOUT_SECONDS",
             "OH_WEBHOOKS_0_BASE_URL"
         ]
     );
+    assert!(
+        env_entry(&objects.pod, "OH_RUNTIME_IDLE_TIMEOUT_SECONDS")
+            .get("valueFrom")
+            .is_some(),
+        "the request's value, from the anchor"
+    );
+    // With idle pausing off, the agent is given no limit.
+    let unlimited = Service::start(&fake, &[("IDLE_PAUSE_AFTER", "0")]);
+    let (_, unlimited_objects) = start(&fake, &unlimited, json!({"session_id": "env3"}));
+    assert!(!env_names(&unlimited_objects.pod).contains(&"OH_RUNTIME_IDLE_TIMEOUT_SECONDS".to_string()));
     assert!(
         env_entry(&objects.pod, "OH_WEBHOOKS_0_BASE_URL")
             .get("valueFrom")

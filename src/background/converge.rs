@@ -1,6 +1,7 @@
 //! Convergence: the cluster brought in line with what each runtime is asked to be (API.md §6).
 
 use crate::controller::Controller;
+use crate::events::Action;
 use crate::runtime::DesiredState;
 
 /// A running runtime without a pod (node drain, eviction, `kubectl delete pod`, a crash before
@@ -8,7 +9,7 @@ use crate::runtime::DesiredState;
 /// loses its pod. A pod in error is replaced only when a client asks.
 pub(super) fn converge(controller: &Controller) {
     let store = controller.store();
-    let diverging = store.runtimes_where(|runtime, pod| match runtime.desired {
+    let diverging = store.runtimes_where(|runtime, pod| match runtime.desired.state {
         DesiredState::Running => pod.is_none(),
         DesiredState::Paused => pod.is_some_and(|pod| !pod.terminating),
     });
@@ -21,10 +22,15 @@ pub(super) fn converge(controller: &Controller) {
             continue;
         };
         let runtime = &now.runtime;
-        let outcome = match (runtime.desired, now.pod.is_some()) {
+        let outcome = match (runtime.desired.state, now.pod.is_some()) {
             (DesiredState::Running, false) => {
                 log::info!("runtime {}: creating its missing pod", runtime.id);
-                controller.create_pod(runtime)
+                let outcome = controller.create_pod(runtime);
+                if outcome.is_ok() && store.take_vanished_pod(&runtime.id) {
+                    let message = "its pod was gone (deleted, evicted or drained); created a new one";
+                    controller.record(runtime, Action::PodRecreated, message);
+                }
+                outcome
             }
             (DesiredState::Paused, true) => {
                 log::info!("runtime {}: deleting the pod of a paused runtime", runtime.id);

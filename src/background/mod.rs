@@ -1,9 +1,10 @@
 //! The work the service does on its own, for as long as it runs: it rebuilds the store from
 //! the cluster (recovery), keeps it true to the cluster (two watches), keeps the cluster true to
-//! what each runtime is asked to be (convergence), and removes what a runtime left behind (the
-//! orphan sweep).
+//! what each runtime is asked to be (convergence), removes what a runtime left behind (the
+//! orphan sweep), and pauses or stops runtimes left idle, stuck or paused too long (lifecycle).
 
 mod converge;
+mod lifecycle;
 mod recovery;
 mod watches;
 
@@ -34,6 +35,8 @@ pub fn keep_state(controller: &Arc<Controller>) {
     thread::spawn(move || watches::follow_pods(&pods, recovered.pods_version));
     let anchors = controller.clone();
     thread::spawn(move || watches::follow_anchors(&anchors, recovered.anchors_version));
+    let tended = controller.clone();
+    thread::spawn(move || lifecycle::tend(&tended));
 
     let sweep_interval = controller.config().orphan_sweep_interval;
     let mut last_sweep = Instant::now();

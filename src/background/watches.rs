@@ -137,7 +137,7 @@ fn apply_anchor_event(controller: &Controller, event: WatchEvent) {
     let event = if gone {
         AnchorEvent::Gone
     } else {
-        let Some(desired) = manifests::desired_state_of(anchor) else {
+        let Some(desired) = manifests::desire_of(anchor) else {
             return;
         };
         AnchorEvent::Desired(desired)
@@ -163,7 +163,7 @@ fn relist_anchors(controller: &Controller) -> Result<String, KubeError> {
     let anchors = controller
         .kube()
         .list_kept(Resource::Secrets, MANAGED_SELECTOR, |anchor| {
-            let desired = manifests::desired_state_of(&anchor).filter(|_| !object::is_being_deleted(&anchor))?;
+            let desired = manifests::desire_of(&anchor).filter(|_| !object::is_being_deleted(&anchor))?;
             Some((object::runtime_id(&anchor)?.to_string(), desired))
         })?;
     let desired: HashMap<_, _> = anchors.items.into_iter().collect();

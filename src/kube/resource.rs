@@ -12,6 +12,8 @@ pub enum Resource {
     PersistentVolumeClaims,
     Ingresses,
     NetworkPolicies,
+    /// core/v1 Events, which the service only creates.
+    Events,
 }
 
 impl Resource {
@@ -24,6 +26,7 @@ impl Resource {
             Resource::PersistentVolumeClaims => "persistentvolumeclaims",
             Resource::Ingresses => "ingresses",
             Resource::NetworkPolicies => "networkpolicies",
+            Resource::Events => "events",
         }
     }
 
@@ -35,6 +38,7 @@ impl Resource {
             Resource::PersistentVolumeClaims => "PersistentVolumeClaim",
             Resource::Ingresses => "Ingress",
             Resource::NetworkPolicies => "NetworkPolicy",
+            Resource::Events => "Event",
         }
     }
 

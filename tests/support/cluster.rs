@@ -137,6 +137,20 @@ pub const RESOURCES: &[ResourceType] = &[
         returns_deleted_object: false,
         short_names: &["netpol"],
     },
+    // The schema set has no Event: its fields are checked by hand (`validate_spec`), as the API
+    // server's legacy event validation does, and against the real API server in the
+    // control-plane tests.
+    ResourceType {
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        group: "",
+        schema: "",
+        list_schema: "",
+        name_rule: NameRule::Dns1123Subdomain,
+        returns_deleted_object: false,
+        short_names: &["ev"],
+    },
 ];
 
 pub fn resource(group: &str, plural: &str) -> Option<&'static ResourceType> {
@@ -1003,6 +1017,11 @@ impl Cluster {
         if pod["metadata"]["uid"] != uid || (pod["status"] == status && pod["spec"]["nodeName"] == node_name) {
             return false;
         }
+        let mut status = status;
+        kubelet::keep_transition_times(&pod["status"], &mut status);
+        if pod["status"] == status && pod["spec"]["nodeName"] == node_name {
+            return false;
+        }
         pod["spec"]["nodeName"] = json!(node_name);
         pod["status"] = status;
         self.check_own(&RESOURCES[0], &pod);
@@ -1257,6 +1276,46 @@ fn validate_spec(rt: &ResourceType, object: &Value) -> Vec<(String, &'static str
     let mut errors = Vec::new();
     let required = |field: &str| (field.to_string(), "FieldValueRequired", "Required value".to_string());
     match rt.plural {
+        "events" => {
+            // pkg/apis/core/validation/events.go, legacyValidateEvent without eventTime.
+            let involved = &object["involvedObject"];
+            if involved["namespace"] != object["metadata"]["namespace"] {
+                errors.push(invalid_value(
+                    "involvedObject.namespace",
+                    involved["namespace"].as_str().unwrap_or_default(),
+                    "does not match event.namespace",
+                ));
+            }
+            for field in ["involvedObject", "reason", "message"] {
+                if object[field].is_null() {
+                    errors.push(required(field));
+                }
+            }
+            let allowed = [
+                "apiVersion",
+                "kind",
+                "metadata",
+                "involvedObject",
+                "reason",
+                "message",
+                "source",
+                "firstTimestamp",
+                "lastTimestamp",
+                "count",
+                "type",
+                "eventTime",
+                "series",
+                "action",
+                "related",
+                "reportingComponent",
+                "reportingInstance",
+            ];
+            for field in object.as_object().into_iter().flat_map(|o| o.keys()) {
+                if !allowed.contains(&field.as_str()) {
+                    errors.push((field.clone(), "FieldValueNotSupported", "unknown field".to_string()));
+                }
+            }
+        }
         "pods" => {
             let containers = object["spec"]["containers"].as_array().cloned().unwrap_or_default();
             if containers.is_empty() {

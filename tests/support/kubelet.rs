@@ -137,7 +137,23 @@ pub fn advance(pod: &mut Value, progress: &mut PodProgress, now: &str) -> bool {
     if !pod["status"]["conditions"].is_array() {
         pod["status"]["conditions"] = json!([]);
     }
+    keep_transition_times(&before, &mut pod["status"]);
     pod["status"] != before
+}
+
+/// A condition whose status did not change keeps its `lastTransitionTime`, as the kubelet's
+/// status manager does: clocks such as "not ready since" are read from it.
+pub fn keep_transition_times(before: &Value, after: &mut Value) {
+    for condition in after["conditions"].as_array_mut().into_iter().flatten() {
+        let earlier = before["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == condition["type"] && c["status"] == condition["status"]);
+        if let Some(earlier) = earlier {
+            condition["lastTransitionTime"] = earlier["lastTransitionTime"].clone();
+        }
+    }
 }
 
 /// The status of a pod just accepted by the API server.
