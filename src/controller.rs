@@ -18,6 +18,7 @@ use crate::events::{self, Action};
 use crate::image_check::ImageCheck;
 use crate::kube::{Client, KubeError, Resource};
 use crate::manifests::{self, object_name};
+use crate::metrics::{Metrics, StartKind};
 use crate::object;
 use crate::pod_status::{PodRecord, PodStatus};
 use crate::random::random_hex;
@@ -32,6 +33,7 @@ pub struct Controller {
     kube: Client,
     images: ImageCheck,
     store: Store,
+    metrics: Metrics,
 }
 
 /// The answer to `/start`: a new runtime (201) or the session's existing one (200).
@@ -47,6 +49,7 @@ impl Controller {
             kube,
             images,
             store: Store::new(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -60,6 +63,10 @@ impl Controller {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// `GET /image_exists` (API.md §9).
@@ -143,6 +150,7 @@ impl Controller {
         );
         let pod = PodRecord::of(&pod);
         let view = runtime.view(pod.as_ref(), &self.config, SystemTime::now());
+        self.metrics.started(&runtime.id, StartKind::Cold);
         self.store.record_started(runtime, pod, slot);
         Ok(view)
     }
@@ -172,6 +180,7 @@ impl Controller {
         // Once the anchor is gone, garbage collection removes the rest even if we die now.
         self.kube.delete(Resource::Secrets, &name)?;
         self.store.record_stopped(runtime_id);
+        self.metrics.forget(runtime_id);
         for resource in [Resource::Pods].into_iter().chain(self.owned_kinds()) {
             if let Err(error) = self.kube.delete(resource, &name) {
                 log::warn!(
@@ -229,6 +238,7 @@ impl Controller {
     /// its anchor (whose failure is logged, never the action's), and the lifecycle counter.
     pub fn record(&self, runtime: &Runtime, action: Action, message: &str) {
         log::info!("runtime {}: {}: {message}", runtime.id, action.reason());
+        self.metrics.action(action);
         let event = events::event(&self.config.kube.namespace, runtime, action, message, SystemTime::now());
         if let Err(error) = self.kube.create(Resource::Events, &event) {
             log::warn!(
@@ -246,6 +256,7 @@ impl Controller {
             pause_reason: reason,
         };
         self.record_desired_state(runtime, desire, None)?;
+        self.metrics.forget(&runtime.id);
         self.delete_pod(&runtime.id)?;
         log::info!("runtime {} of session {} paused", runtime.id, runtime.session_id);
         Ok(())
@@ -269,6 +280,7 @@ impl Controller {
                 let slot = self.slot()?;
                 let desire = Desire::new(DesiredState::Running, whole_second_up(now));
                 self.record_desired_state(runtime, desire, slot)?;
+                self.metrics.started(&runtime.id, StartKind::Cold);
                 log::info!("runtime {} of session {} resuming", runtime.id, runtime.session_id);
             }
             Status::Error => {

@@ -28,6 +28,13 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::IdlePause,
+        Action::StuckPause,
+        Action::DormantStop,
+        Action::PodRecreated,
+    ];
+
     /// The Event's `reason`.
     pub fn reason(self) -> &'static str {
         match self {
@@ -35,6 +42,16 @@ impl Action {
             Action::StuckPause => "StuckPaused",
             Action::DormantStop => "DormantStopped",
             Action::PodRecreated => "PodRecreated",
+        }
+    }
+
+    /// The `action` label of `openhands_runtime_lifecycle_actions_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::IdlePause => "idle_pause",
+            Action::StuckPause => "stuck_pause",
+            Action::DormantStop => "dormant_stop",
+            Action::PodRecreated => "pod_recreated",
         }
     }
 

@@ -51,6 +51,7 @@ mod http_client;
 mod image_check;
 mod kube;
 mod manifests;
+mod metrics;
 mod names;
 mod object;
 mod pod_status;

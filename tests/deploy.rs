@@ -108,6 +108,15 @@ fn the_deployment_is_one_hardened_replica() {
     let labels = &spec["template"]["metadata"]["labels"];
     assert_eq!(labels["app.kubernetes.io/name"], "openhands-k8s-runtime");
     assert_eq!(find("Service")["spec"]["selector"], spec["selector"]["matchLabels"]);
+    let annotations = &find("Service")["metadata"]["annotations"];
+    assert_eq!(
+        (
+            &annotations["prometheus.io/scrape"],
+            &annotations["prometheus.io/port"],
+            &annotations["prometheus.io/path"]
+        ),
+        (&json!("true"), &json!("8080"), &json!("/metrics"))
+    );
     let binding = find("RoleBinding");
     assert_eq!(binding["roleRef"]["name"], find("Role")["metadata"]["name"]);
     assert_eq!(

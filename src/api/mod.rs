@@ -16,6 +16,8 @@ use tiny_http::{Header, Method, Request, Response};
 use crate::config::HttpLimits;
 use crate::controller::{Controller, Started};
 use crate::error::{Error, HeadRefusal};
+use crate::metrics;
+use crate::runtime::ReportedStatus;
 use crate::sys;
 use list::{EncodedViews, ListBody};
 use query::{percent_decode, query_values};
@@ -53,6 +55,7 @@ pub(crate) enum Endpoint {
     Health,
     Liveness,
     Readiness,
+    Metrics,
 }
 
 impl Endpoint {
@@ -69,6 +72,7 @@ impl Endpoint {
             "/health" => Endpoint::Health,
             "/liveness" => Endpoint::Liveness,
             "/readiness" => Endpoint::Readiness,
+            "/metrics" => Endpoint::Metrics,
             _ => {
                 if let Some(id) = path
                     .strip_prefix("/runtime/")
@@ -95,9 +99,32 @@ impl Endpoint {
         }
     }
 
-    /// Probes and health checks answer without the API key.
+    /// Probes, health checks and metrics answer without the API key.
     fn is_open(&self) -> bool {
-        matches!(self, Endpoint::Health | Endpoint::Liveness | Endpoint::Readiness)
+        matches!(
+            self,
+            Endpoint::Health | Endpoint::Liveness | Endpoint::Readiness | Endpoint::Metrics
+        )
+    }
+
+    /// The `endpoint` label of the HTTP metrics: the route, never an id.
+    fn label(&self) -> &'static str {
+        match self {
+            Endpoint::Start => "/start",
+            Endpoint::Stop => "/stop",
+            Endpoint::Pause => "/pause",
+            Endpoint::Resume => "/resume",
+            Endpoint::List => "/list",
+            Endpoint::Runtime(_) => "/runtime/{id}",
+            Endpoint::Session(_) => "/sessions/{id}",
+            Endpoint::SessionsBatch => "/sessions/batch",
+            Endpoint::RegistryPrefix => "/registry_prefix",
+            Endpoint::ImageExists => "/image_exists",
+            Endpoint::Health => "/health",
+            Endpoint::Liveness => "/liveness",
+            Endpoint::Readiness => "/readiness",
+            Endpoint::Metrics => "/metrics",
+        }
     }
 }
 
@@ -151,10 +178,13 @@ pub fn bind_no_delay(address: impl std::net::ToSocketAddrs) -> std::io::Result<s
     Ok(listener)
 }
 
-/// A successful answer: status code and JSON body.
+const JSON: &str = "application/json";
+
+/// A successful answer: status code and body (JSON, but for `/metrics`).
 struct Reply<'a> {
     code: u16,
     body: Body<'a>,
+    content_type: &'static str,
 }
 
 enum Body<'a> {
@@ -174,6 +204,7 @@ impl Reply<'_> {
         Ok(Reply {
             code,
             body: Body::Bytes(body),
+            content_type: JSON,
         })
     }
 }
@@ -221,7 +252,10 @@ impl<'a> Api<'a> {
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         let answer = self.answer(&mut request, path, query);
         let code = respond(request, &method, path, answer);
-        log::debug!("{method} {path} {code} in {:?}", started.elapsed());
+        let took = started.elapsed();
+        let endpoint = Endpoint::parse(path).map_or("other", |endpoint| endpoint.label());
+        self.controller.metrics().request(endpoint, code, took);
+        log::debug!("{method} {path} {code} in {took:?}");
     }
 
     /// Routes a request: its path, method, key and the store's readiness decide whether it is
@@ -273,6 +307,7 @@ impl<'a> Api<'a> {
                 Ok(Reply {
                     code: 200,
                     body: Body::List(list),
+                    content_type: JSON,
                 })
             }
             Endpoint::Runtime(id) => {
@@ -294,14 +329,29 @@ impl<'a> Api<'a> {
             Endpoint::Health | Endpoint::Liveness => Reply::ok(json!({"status": "ok"})),
             Endpoint::Readiness if store.is_ready() => Reply::ok(json!({"status": "ok"})),
             Endpoint::Readiness => Err(Error::NotReady),
+            Endpoint::Metrics => {
+                let mut runtimes = [0; 4];
+                for snapshot in store.snapshots() {
+                    let status = ReportedStatus::Is(snapshot.status(config, now)).as_str();
+                    if let Some(index) = metrics::STATUSES.iter().position(|s| *s == status) {
+                        runtimes[index] += 1;
+                    }
+                }
+                let text = controller.metrics().render(runtimes, controller.kube().calls());
+                Ok(Reply {
+                    code: 200,
+                    body: Body::Bytes(text.into_bytes()),
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                })
+            }
         }
     }
 }
 
 /// Sends a reply, or an error as its JSON (API.md §3) with `Allow` or `Retry-After` where due.
 fn respond(request: Request, method: &Method, path: &str, answer: Result<Reply<'_>, Error>) -> u16 {
-    let (code, body, extra_headers) = match answer {
-        Ok(reply) => (reply.code, reply.body, Vec::new()),
+    let (code, body, content_type, extra_headers) = match answer {
+        Ok(reply) => (reply.code, reply.body, reply.content_type, Vec::new()),
         Err(error) => {
             let mut headers = Vec::new();
             if let Error::MethodNotAllowed { allow } = &error {
@@ -315,7 +365,7 @@ fn respond(request: Request, method: &Method, path: &str, answer: Result<Reply<'
             if error.status_code() >= 500 && !matches!(error, Error::NotReady | Error::ShuttingDown) {
                 log::warn!("{method} {path}: {error}");
             }
-            (error.status_code(), Body::Bytes(error.body()), headers)
+            (error.status_code(), Body::Bytes(error.body()), JSON, headers)
         }
     };
     let (body, length): (Box<dyn Read + '_>, _) = match body {
@@ -327,7 +377,7 @@ fn respond(request: Request, method: &Method, path: &str, answer: Result<Reply<'
         Body::List(list) => (Box::new(list), None),
     };
     let mut response = Response::new(code.into(), Vec::new(), body, length, None);
-    let headers = std::iter::once(("Content-Type", "application/json".to_string())).chain(extra_headers);
+    let headers = std::iter::once(("Content-Type", content_type.to_string())).chain(extra_headers);
     for (name, value) in headers {
         if let Some(header) = header(name, &value) {
             response.add_header(header);

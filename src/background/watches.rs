@@ -69,6 +69,7 @@ fn follow(
         match outcome {
             Ok(()) => {}
             Err(KubeError::Expired(message)) => {
+                controller.metrics().watch_restarted(resource.plural());
                 log::info!(
                     "the {} watch must start over ({message}); listing again",
                     resource.plural()
@@ -84,6 +85,7 @@ fn follow(
                 };
             }
             Err(error) => {
+                controller.metrics().watch_restarted(resource.plural());
                 log::warn!("the {} watch stopped: {error}", resource.plural());
                 thread::sleep(RETRY_PAUSE);
             }
@@ -117,6 +119,7 @@ fn apply_pod_event(controller: &Controller, event: WatchEvent) {
         PodEvent::Seen { added, record }
     };
     if let Some(pod) = controller.store().apply_pod(runtime_id, event) {
+        controller.metrics().running(runtime_id);
         let port = controller.config().ports.agent;
         match agent::base_url(pod.ip.as_deref(), port) {
             Some(url) => log::debug!("runtime {runtime_id}: pod ready, its agent server at {url}"),

@@ -15,6 +15,7 @@ use super::token::BearerToken;
 use super::watch::Watch;
 use crate::env::ConfigError;
 use crate::http_client::{agent_config, percent_encode, query_string};
+use crate::metrics::KubeCalls;
 use crate::object;
 
 /// Page size for lists. A page is held whole as JSON values while it is read: 100 pods are a
@@ -50,6 +51,7 @@ pub struct Client {
     namespace: String,
     token: BearerToken,
     retry: RetryPolicy,
+    calls: KubeCalls,
 }
 
 impl fmt::Debug for Client {
@@ -77,6 +79,7 @@ impl Client {
             namespace: config.namespace.clone(),
             token: BearerToken::new(config.token_file.clone(), config.token_refresh),
             retry: config.retry,
+            calls: KubeCalls::default(),
         })
     }
 
@@ -294,6 +297,9 @@ impl Client {
                 .map_err(|e| KubeError::Transport(e.to_string()))
                 .and_then(|request| self.run(request, timeout)),
         };
+        let (verb, resource) = call_labels(method, url);
+        self.calls
+            .count(verb, resource, sent.as_ref().map_or(0, |r| r.status().as_u16()));
         let mut response = sent?;
         let code = response.status().as_u16();
         if (200..300).contains(&code) {
@@ -357,6 +363,36 @@ impl Client {
     }
 }
 
+/// The calls this client made, for `/metrics`.
+impl Client {
+    pub fn calls(&self) -> &KubeCalls {
+        &self.calls
+    }
+}
+
+/// The verb and resource of a call to `url`, as RBAC names them.
+fn call_labels(method: &Method, url: &str) -> (&'static str, &'static str) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut segments = path.rsplit('/');
+    let (last, before_last) = (segments.next().unwrap_or(""), segments.next().unwrap_or(""));
+    let plural = |segment: &str| Resource::ALL.into_iter().map(Resource::plural).find(|p| *p == segment);
+    let (resource, named) = match (plural(last), plural(before_last)) {
+        (Some(resource), _) => (resource, false),
+        (None, Some(resource)) => (resource, true),
+        (None, None) => ("other", false),
+    };
+    let verb = match *method {
+        Method::GET if query.contains("watch=") => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    };
+    (verb, resource)
+}
+
 /// A whole response body, up to a sane size.
 fn read_body(response: &mut http::Response<ureq::Body>) -> Result<Vec<u8>, KubeError> {
     response
@@ -370,4 +406,30 @@ fn read_body(response: &mut http::Response<ureq::Body>) -> Result<Vec<u8>, KubeE
 /// A URL for the log: continue tokens are long and say nothing to a reader.
 fn redact_query(url: &str) -> &str {
     url.split_once('?').map_or(url, |(path, _)| path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_labelled_as_rbac_names_them() {
+        let base = "https://10.96.0.1/api/v1/namespaces/openhands";
+        let cases = [
+            (Method::GET, format!("{base}/pods?labelSelector=a"), ("list", "pods")),
+            (Method::GET, format!("{base}/pods?watch=1&resourceVersion=5"), ("watch", "pods")),
+            (Method::GET, format!("{base}/secrets/runtime-1"), ("get", "secrets")),
+            (Method::POST, format!("{base}/events"), ("create", "events")),
+            (Method::PATCH, format!("{base}/secrets/runtime-1"), ("patch", "secrets")),
+            (
+                Method::DELETE,
+                "https://10.96.0.1/apis/networking.k8s.io/v1/namespaces/openhands/ingresses/runtime-1?propagationPolicy=Background".to_string(),
+                ("delete", "ingresses"),
+            ),
+            (Method::GET, "https://10.96.0.1/version".to_string(), ("list", "other")),
+        ];
+        for (method, url, expected) in cases {
+            assert_eq!(call_labels(&method, &url), expected, "{method} {url}");
+        }
+    }
 }

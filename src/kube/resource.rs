@@ -17,6 +17,16 @@ pub enum Resource {
 }
 
 impl Resource {
+    pub const ALL: [Resource; 7] = [
+        Resource::Pods,
+        Resource::Services,
+        Resource::Secrets,
+        Resource::PersistentVolumeClaims,
+        Resource::Ingresses,
+        Resource::NetworkPolicies,
+        Resource::Events,
+    ];
+
     /// The plural name in URLs and RBAC rules.
     pub fn plural(self) -> &'static str {
         match self {
