@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ use support::{FakeKube, NAMESPACE, TOKEN};
 
 const API_KEY: &str = "bench-key";
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
+/// Idle checks every half minute, so that the run sees a round without waiting long.
+const IDLE_CHECK_INTERVAL_SECS: u32 = 30;
+const IDLE_CHECK_INTERVAL: &str = "30s";
 const MIB: f64 = 1024.0 * 1024.0;
 
 struct Options {
@@ -93,8 +96,9 @@ impl Endpoint {
 }
 
 /// The service process, its port and its HTTP clients.
-/// The service against `fake`, its log in `log_path()`.
-fn start_service(binary: &Path, fake: &FakeKube, dir: &Path) -> Service {
+/// The service against `fake`, its log in `log_path()`; its idle checks ask the agent stand-in
+/// on `agent_port` (every pod's address is 127.0.0.1).
+fn start_service(binary: &Path, fake: &FakeKube, dir: &Path, agent_port: u16) -> Service {
     std::fs::write(dir.join("token"), TOKEN).expect("write the token");
     let env: Vec<(String, String)> = [
         ("API_KEY", API_KEY.to_string()),
@@ -103,6 +107,8 @@ fn start_service(binary: &Path, fake: &FakeKube, dir: &Path) -> Service {
         ("NAMESPACE", NAMESPACE.to_string()),
         ("BASE_DOMAIN", "sandbox.bench".to_string()),
         ("RUST_LOG", "info".to_string()),
+        ("AGENT_SERVER_PORT", agent_port.to_string()),
+        ("IDLE_CHECK_INTERVAL", IDLE_CHECK_INTERVAL.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -232,6 +238,47 @@ fn static_responder(body: Vec<u8>, workers: usize) -> (Arc<tiny_http::Server>, S
     (server, url)
 }
 
+/// Agents that answer `/server_info` at once, none of them idle, noting when each was asked.
+fn agent_stand_in(workers: usize) -> (Arc<tiny_http::Server>, Arc<Mutex<Vec<Instant>>>) {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("an agent stand-in"));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let body = br#"{"uptime": 600.0, "idle_time": 5.0, "runtime_idle_timeout_seconds": null}"#.to_vec();
+    for _ in 0..workers {
+        let (server, asked, body) = (server.clone(), asked.clone(), body.clone());
+        thread::spawn(move || {
+            for request in server.incoming_requests() {
+                asked.lock().expect("the stand-in's record").push(Instant::now());
+                let _ = request.respond(tiny_http::Response::from_data(body.clone()));
+            }
+        });
+    }
+    (server, asked)
+}
+
+/// One whole idle-check round: waits for the next burst of `/server_info` calls and its end
+/// (no call for 2 s). Returns the agents asked, the round's duration, and the Kubernetes calls
+/// the service made meanwhile.
+fn idle_round(asked: &Mutex<Vec<Instant>>, fake: &FakeKube) -> (usize, Duration, usize) {
+    let record = || asked.lock().expect("the stand-in's record");
+    record().clear();
+    let deadline = Instant::now() + Duration::from_secs(u64::from(IDLE_CHECK_INTERVAL_SECS) * 3);
+    while record().is_empty() {
+        assert!(Instant::now() < deadline, "no idle-check round came");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let kube_before = fake.requests().len();
+    loop {
+        let last = *record().last().expect("a call");
+        if last.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let kube_calls = fake.requests().len() - kube_before;
+    let calls = record().clone();
+    (calls.len(), calls[calls.len() - 1] - calls[0], kube_calls)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -281,10 +328,12 @@ fn main() {
     let size = std::fs::metadata(&binary).expect("the binary").len() as f64 / MIB;
     let static_size = std::fs::metadata(&static_binary).expect("the static binary").len() as f64 / MIB;
 
-    let fake = FakeKube::start();
+    let fake = FakeKube::builder().pod_ip("127.0.0.1").start();
     fake.skip_self_validation();
     let dir = support::temp_dir("bench");
-    let mut service = start_service(&binary, &fake, &dir);
+    let (agents, asked) = agent_stand_in(16);
+    let agent_port = agents.server_addr().to_ip().expect("an address").port();
+    let mut service = start_service(&binary, &fake, &dir, agent_port);
     let reads = agent();
     // Let the watches and the first convergence settle before the idle figure.
     thread::sleep(Duration::from_millis(500));
@@ -390,6 +439,11 @@ fn main() {
     }
     let rss_max = service.rss_mib();
 
+    // One idle-check round over every running runtime, the agents answering at once.
+    eprintln!("bench: waiting for an idle-check round at {started} runtimes");
+    let (agents_asked, idle_round_took, idle_round_kube_calls) = idle_round(&asked, &fake);
+    agents.unblock();
+
     // Throughput of reads, against the floor of a static responder with as many workers.
     let run = if options.quick {
         Duration::from_millis(300)
@@ -490,6 +544,11 @@ fn main() {
         "| pod Ready -> `pod_status: ready` served ({samples} pods) | p50 {} ms, max {} ms |",
         ms(visible_p50),
         ms(visible_max)
+    );
+    let _ = writeln!(
+        out,
+        "| one idle-check round: {agents_asked} agents asked `/server_info` (stand-in, none idle) | {} ms, {idle_round_kube_calls} Kubernetes calls |",
+        ms(idle_round_took)
     );
     let _ = writeln!(
         out,

@@ -3,7 +3,7 @@
 //! fixed set (routes, verbs, resources, status codes), never a session or runtime id, so the
 //! series stay few however many sandboxes there are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -11,11 +11,41 @@ use std::time::{Duration, Instant};
 
 use crate::events::Action;
 
-/// Bounds of the request-duration buckets, in seconds.
-const REQUEST_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-/// Bounds of the time-to-running buckets, in seconds: a warm start takes well under one, a cold
-/// one the agent's boot and more.
-const READY_BUCKETS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+/// A bucket's upper bound: as written in `le`, and in microseconds. Written as text, not
+/// formatted from a float: float formatting alone would add some 20 KiB to the binary.
+type Bound = (&'static str, u64);
+
+/// Bounds of the request-duration buckets.
+const REQUEST_BUCKETS: &[Bound] = &[
+    ("0.001", 1_000),
+    ("0.005", 5_000),
+    ("0.01", 10_000),
+    ("0.025", 25_000),
+    ("0.05", 50_000),
+    ("0.1", 100_000),
+    ("0.25", 250_000),
+    ("0.5", 500_000),
+    ("1", 1_000_000),
+    ("2.5", 2_500_000),
+    ("5", 5_000_000),
+    ("10", 10_000_000),
+];
+/// Bounds of the time-to-running buckets: a warm start takes well under a second, a cold one
+/// the agent's boot and more.
+const READY_BUCKETS: &[Bound] = &[
+    ("0.25", 250_000),
+    ("0.5", 500_000),
+    ("1", 1_000_000),
+    ("2", 2_000_000),
+    ("5", 5_000_000),
+    ("10", 10_000_000),
+    ("20", 20_000_000),
+    ("30", 30_000_000),
+    ("60", 60_000_000),
+    ("120", 120_000_000),
+    ("300", 300_000_000),
+    ("600", 600_000_000),
+];
 
 /// How a runtime got its pod: a new one (`cold`) or a booted one from a pool (`warm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +68,7 @@ pub const STATUSES: [&str; 4] = ["starting", "running", "paused", "error"];
 
 /// A Prometheus histogram with fixed bucket bounds.
 struct Histogram {
-    bounds: &'static [f64],
+    bounds: &'static [Bound],
     /// Observations at or below each bound (not cumulative; summed when written).
     buckets: Vec<AtomicU64>,
     count: AtomicU64,
@@ -46,7 +76,7 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
+    fn new(bounds: &'static [Bound]) -> Histogram {
         Histogram {
             bounds,
             buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -56,38 +86,74 @@ impl Histogram {
     }
 
     fn observe(&self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        if let Some(bucket) = self.bounds.iter().position(|bound| seconds <= *bound) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        if let Some(bucket) = self.bounds.iter().position(|(_, bound)| micros <= *bound) {
             self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// The `_bucket`, `_sum` and `_count` lines; `labels` is `name="value",` or empty.
     fn write(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+        for ((bound, _), bucket) in self.bounds.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let micros = self.sum_micros.load(Ordering::Relaxed);
         let labels = labels.trim_end_matches(',');
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}.{:06}",
+            micros / 1_000_000,
+            micros % 1_000_000
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// A label set: up to two words and a status code (unused parts empty or 0). One key type for
+/// every counter keeps the binary small: each map type would be code of its own.
+type Labels = (&'static str, &'static str, u16);
+
+/// Counters by label set; the sets are few, so a list searched in order serves.
+#[derive(Default)]
+struct Counters(Mutex<Vec<(Labels, u64)>>);
+
+impl Counters {
+    fn add(&self, labels: Labels) {
+        let mut counters = lock(&self.0);
+        match counters.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, count)) => *count += 1,
+            None => counters.push((labels, 1)),
+        }
+    }
+
+    fn get(&self, labels: Labels) -> u64 {
+        lock(&self.0)
+            .iter()
+            .find(|(l, _)| *l == labels)
+            .map_or(0, |(_, count)| *count)
+    }
+
+    /// Every label set and its count, in order.
+    fn sorted(&self) -> Vec<(Labels, u64)> {
+        let mut all = lock(&self.0).clone();
+        all.sort_unstable();
+        all
     }
 }
 
 /// The Kubernetes API calls a client made, by verb, resource and status code (0: no answer).
 #[derive(Default)]
-pub struct KubeCalls(Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>);
+pub struct KubeCalls(Counters);
 
 impl KubeCalls {
     pub fn count(&self, verb: &'static str, resource: &'static str, code: u16) {
-        *lock(&self.0).entry((verb, resource, code)).or_default() += 1;
+        self.0.add((verb, resource, code));
     }
 }
 
@@ -96,9 +162,9 @@ pub struct Metrics {
     starts: Vec<AtomicU64>,
     ready: Vec<Histogram>,
     actions: Vec<AtomicU64>,
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    requests: Counters,
     request_durations: Vec<Histogram>,
-    watch_restarts: Mutex<BTreeMap<&'static str, u64>>,
+    watch_restarts: Counters,
     /// Runtimes started or resumed that have not read `running` yet, and since when.
     awaiting_running: Mutex<HashMap<String, (StartKind, Instant)>>,
 }
@@ -109,9 +175,9 @@ impl Default for Metrics {
             starts: StartKind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             ready: StartKind::ALL.iter().map(|_| Histogram::new(READY_BUCKETS)).collect(),
             actions: Action::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
-            requests: Mutex::new(BTreeMap::new()),
+            requests: Counters::default(),
             request_durations: ENDPOINTS.iter().map(|_| Histogram::new(REQUEST_BUCKETS)).collect(),
-            watch_restarts: Mutex::new(BTreeMap::new()),
+            watch_restarts: Counters::default(),
             awaiting_running: Mutex::new(HashMap::new()),
         }
     }
@@ -170,14 +236,14 @@ impl Metrics {
 
     /// An HTTP request answered `code` after `took`; `endpoint` is one of `ENDPOINTS`.
     pub fn request(&self, endpoint: &'static str, code: u16, took: Duration) {
-        *lock(&self.requests).entry((endpoint, code)).or_default() += 1;
+        self.requests.add((endpoint, "", code));
         if let Some(index) = ENDPOINTS.iter().position(|e| *e == endpoint) {
             self.request_durations[index].observe(took);
         }
     }
 
     pub fn watch_restarted(&self, resource: &'static str) {
-        *lock(&self.watch_restarts).entry(resource).or_default() += 1;
+        self.watch_restarts.add((resource, "", 0));
     }
 
     /// Everything, in the Prometheus text format; `runtimes` counts runtimes per `STATUSES`.
@@ -234,7 +300,7 @@ impl Metrics {
             "counter",
             "HTTP requests answered, by route and status code.",
         );
-        for ((endpoint, code), count) in lock(&self.requests).iter() {
+        for ((endpoint, _, code), count) in self.requests.sorted() {
             let _ = writeln!(out, "{name}{{endpoint=\"{endpoint}\",code=\"{code}\"}} {count}");
         }
         let name = "openhands_http_request_duration_seconds";
@@ -249,7 +315,7 @@ impl Metrics {
             "counter",
             "Kubernetes API requests, by verb, resource and status code (0: no answer).",
         );
-        for ((verb, resource, code), count) in lock(&kube.0).iter() {
+        for ((verb, resource, code), count) in kube.0.sorted() {
             let _ = writeln!(
                 out,
                 "{name}{{verb=\"{verb}\",resource=\"{resource}\",code=\"{code}\"}} {count}"
@@ -263,7 +329,7 @@ impl Metrics {
             "Watches started again after an error or an expired version.",
         );
         for resource in ["pods", "secrets"] {
-            let count = lock(&self.watch_restarts).get(resource).copied().unwrap_or(0);
+            let count = self.watch_restarts.get((resource, "", 0));
             let _ = writeln!(out, "{name}{{resource=\"{resource}\"}} {count}");
         }
         out
@@ -281,14 +347,14 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_with_sum_and_count() {
-        let histogram = Histogram::new(&[0.1, 1.0]);
+        let histogram = Histogram::new(&[("0.1", 100_000), ("1", 1_000_000)]);
         for millis in [50, 500, 5000] {
             histogram.observe(Duration::from_millis(millis));
         }
         let mut out = String::new();
         histogram.write(&mut out, "h", "kind=\"cold\",");
         let expected = "h_bucket{kind=\"cold\",le=\"0.1\"} 1\nh_bucket{kind=\"cold\",le=\"1\"} 2\n\
-                        h_bucket{kind=\"cold\",le=\"+Inf\"} 3\nh_sum{kind=\"cold\"} 5.55\nh_count{kind=\"cold\"} 3\n";
+                        h_bucket{kind=\"cold\",le=\"+Inf\"} 3\nh_sum{kind=\"cold\"} 5.550000\nh_count{kind=\"cold\"} 3\n";
         assert_eq!(out, expected);
     }
 

@@ -321,6 +321,9 @@ pub struct Cluster {
     pub kubelet_frozen: bool,
     /// Pods of an agent-server image really run (`node.rs`), unless a rule says otherwise.
     pub runs_agents: bool,
+    /// The `status.podIP` the simulated kubelet reports, where not its documentation address
+    /// (a benchmark points it at an agent stand-in).
+    pub pod_ip: Option<String>,
     /// Recent changes, for watches; older ones answer 410 Expired.
     events: VecDeque<Event>,
     /// Events up to this resourceVersion are no longer kept.
@@ -377,6 +380,7 @@ impl Cluster {
             hold_terminating: false,
             kubelet_frozen: false,
             runs_agents: false,
+            pod_ip: None,
             violations: Vec::new(),
             validate_own_objects: true,
         }
@@ -987,6 +991,12 @@ impl Cluster {
             }
             let mut pod = self.objects[&key].clone();
             if kubelet::advance(&mut pod, progress, now) {
+                if let Some(ip) = &self.pod_ip
+                    && pod["status"]["podIP"].is_string()
+                {
+                    pod["status"]["podIP"] = json!(ip);
+                    pod["status"]["podIPs"] = json!([{"ip": ip}]);
+                }
                 let rt = &RESOURCES[0];
                 self.check_own(rt, &pod);
                 self.put(key, pod);

@@ -113,9 +113,16 @@ pub struct Builder {
     tick: Duration,
     port: u16,
     agents: Option<AgentBed>,
+    pod_ip: Option<String>,
 }
 
 impl Builder {
+    /// The simulated kubelet reports `ip` as every pod's address.
+    pub fn pod_ip(mut self, ip: &str) -> Builder {
+        self.pod_ip = Some(ip.to_string());
+        self
+    }
+
     /// Pods of an agent-server image really run the agent server of `bed` (`node.rs`).
     pub fn run_agents(mut self, bed: AgentBed) -> Builder {
         self.agents = Some(bed);
@@ -171,6 +178,7 @@ impl Builder {
         let namespaces: Vec<&str> = self.namespaces.iter().map(String::as_str).collect();
         let mut cluster = Cluster::new(&namespaces);
         cluster.runs_agents = self.agents.is_some();
+        cluster.pod_ip = self.pod_ip.clone();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 cluster,
@@ -300,6 +308,7 @@ impl FakeKube {
             tick: Duration::from_millis(20),
             port: 0,
             agents: None,
+            pod_ip: None,
         }
     }
 
