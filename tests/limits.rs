@@ -174,3 +174,75 @@ fn concurrent_starts_cannot_overshoot_the_cap() {
     assert_eq!(anchors.len(), 5, "{anchors:?}");
     assert_eq!(service.get("/list").body["runtimes"].as_array().unwrap().len(), 5);
 }
+
+/// Agents on 127.0.0.1 that answer `/server_info` with `body` (or, for `None`, 500), as the
+/// pods' agent server.
+fn agent_stand_in(body: Option<&'static str>) -> (std::sync::Arc<tiny_http::Server>, u16) {
+    let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let port = server.server_addr().to_ip().unwrap().port();
+    let serving = server.clone();
+    std::thread::spawn(move || {
+        for request in serving.incoming_requests() {
+            let response = match body {
+                Some(body) => tiny_http::Response::from_string(body),
+                None => tiny_http::Response::from_string("boom").with_status_code(500),
+            };
+            let _ = request.respond(response);
+        }
+    });
+    (server, port)
+}
+
+#[test]
+fn a_stale_idle_clock_does_not_pause_a_runtime_started_less_than_a_limit_ago() {
+    // The agent claims to have been idle for a day: a pod that booted long before its claim.
+    let (agents, port) = agent_stand_in(Some(r#"{"idle_time": 86400, "runtime_idle_timeout_seconds": null}"#));
+    let fake = FakeKube::builder().pod_ip("127.0.0.1").start();
+    let service = Service::start(
+        &fake,
+        &[
+            ("AGENT_SERVER_PORT", &port.to_string()),
+            ("IDLE_PAUSE_AFTER", "4s"),
+            ("IDLE_CHECK_INTERVAL", "1s"),
+        ],
+    );
+    start(&service, "stale", "registry.test/agent:1");
+    let started = std::time::Instant::now();
+    service.wait_for_status("stale", "running");
+    let paused = service.wait_for_status("stale", "paused");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_secs(4),
+        "paused {after:?} after its start, before one limit"
+    );
+    assert_eq!(paused["status_detail"], Value::Null, "an idle pause keeps no reason");
+    assert!(fake.wait_for(WAIT, |view| {
+        view.objects("events").iter().any(|e| e["reason"] == "IdlePaused")
+    }));
+    agents.unblock();
+}
+
+#[test]
+fn an_agent_that_does_not_answer_is_never_paused_for_idleness() {
+    let (agents, port) = agent_stand_in(None);
+    let fake = FakeKube::builder().pod_ip("127.0.0.1").start();
+    let service = Service::start(
+        &fake,
+        &[
+            ("AGENT_SERVER_PORT", &port.to_string()),
+            ("IDLE_PAUSE_AFTER", "1s"),
+            ("IDLE_CHECK_INTERVAL", "1s"),
+        ],
+    );
+    start(&service, "mute", "registry.test/agent:1");
+    service.wait_for_status("mute", "running");
+    // Several rounds ask it and get 500.
+    let asked = std::time::Instant::now();
+    while asked.elapsed() < Duration::from_secs(4) {
+        assert_eq!(service.get("/sessions/mute").body["status"], "running");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(service.log().contains("no idle clock"), "the rounds asked the agent");
+    assert!(fake.objects("events").is_empty());
+    agents.unblock();
+}
