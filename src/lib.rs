@@ -10,6 +10,7 @@
 //! - **anchor**: the runtime's Secret `runtime-{id}`. It holds the key, the request and the
 //!   desired state, and owns the runtime's other objects, so deleting it deletes them all.
 //! - **view**: the runtime object clients receive, built from a runtime and its pod.
+//! - **agent**: the OpenHands agent server in a sandbox pod, reached at its pod's address.
 //!
 //! # How a request flows
 //!
@@ -19,17 +20,21 @@
 //! cluster through `kube` (the anchor first, then what it owns), records what it did in the
 //! store, and answers a `runtime` view. Meanwhile `background` keeps the store true to the
 //! cluster (the pod and anchor watches) and the cluster true to each runtime's desired state
-//! (convergence), so that a crash at any point ends where the client asked to go.
+//! (convergence), so that a crash at any point ends where the client asked to go; it also
+//! pauses runtimes whose agent is idle or that are stuck, and stops long-paused ones.
 //!
 //! # Modules
 //!
 //! - wiring: `service` (builds the parts, runs the threads), `config` (API.md §2)
-//! - HTTP: `api` (endpoints, the `/list` encoding), `error` (every failure, one HTTP answer)
+//! - HTTP: `api` (endpoints, the `/list` encoding), `error` (every failure, one HTTP answer),
+//!   `metrics` (`/metrics`)
 //! - runtimes: `start_request` (what a client asks for), `runtime` (a runtime and its view),
 //!   `pod_status` (what a pod's status means, API.md §4), `manifests` (a runtime's objects,
 //!   API.md §5), `store` (what is known of the cluster)
 //! - work: `controller` (start, stop, pause, resume), `background` (recovery, watches,
-//!   convergence, the orphan sweep), `image_check` and `registry` (`/image_exists`, API.md §9)
+//!   convergence, the orphan sweep, the idle/stuck/dormant lifecycle), `events` (what the
+//!   service did on its own, on the anchor), `agent` (reaching a sandbox's agent server),
+//!   `image_check` and `registry` (`/image_exists`, API.md §9)
 //! - Kubernetes and HTTP clients: `kube` (API.md §8), `http_client` (what `kube` and
 //!   `registry` share)
 //! - leaves, shared by all: `env` (settings from environment variables), `names` (name rules),
