@@ -175,6 +175,12 @@ impl Controller {
     /// `POST /stop`: removes every object of the runtime.
     pub fn stop(&self, runtime_id: &str) -> Result<RuntimeView, Error> {
         let (runtime, _session) = self.lock_runtime(runtime_id)?;
+        self.stop_now(&runtime)
+    }
+
+    /// Stops a runtime whose session the caller holds.
+    fn stop_now(&self, runtime: &Runtime) -> Result<RuntimeView, Error> {
+        let runtime_id = runtime.id.as_str();
         let mut view = self.view_of(runtime_id)?;
         let name = object_name(runtime_id);
         // Once the anchor is gone, garbage collection removes the rest even if we die now.
@@ -225,13 +231,11 @@ impl Controller {
     /// Stops a runtime on the service's own account, as `/stop` would, unless something was
     /// asked of it since `asked_at`. True when it was stopped.
     pub fn stop_unless_asked_since(&self, runtime_id: &str, asked_at: SystemTime) -> Result<bool, Error> {
-        let (runtime, session) = self.lock_runtime(runtime_id)?;
+        let (runtime, _session) = self.lock_runtime(runtime_id)?;
         if runtime.desired.since != asked_at {
             return Ok(false);
         }
-        drop(session);
-        // `stop` holds the session itself; a client asking in between is harmless: both stop.
-        self.stop(runtime_id).map(|_| true)
+        self.stop_now(&runtime).map(|_| true)
     }
 
     /// Records what the service did to a runtime on its own: a log line, a Kubernetes Event on
