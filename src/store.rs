@@ -498,8 +498,10 @@ impl Store {
         let Some(entry) = inner.entries.get_mut(runtime_id) else {
             return;
         };
-        entry.pod_deleted_by_service = true;
         if let Some(record) = entry.pod.as_mut() {
+            // Only a pod the service knows of is expected to go: a flag set without one would
+            // hide the vanishing of the next pod.
+            entry.pod_deleted_by_service = true;
             let record = Arc::make_mut(record);
             record.terminating = true;
             record.observation = PodObservation::new(PodStatus::NotFound);
@@ -605,6 +607,21 @@ mod tests {
         // Its replacement turning ready is news again, and the old pod's last words are not.
         assert!(store.apply_pod("r1", seen(true, "q", PodStatus::Ready)).is_some());
         assert!(store.apply_pod("r1", seen(false, "p", PodStatus::Ready)).is_none());
+    }
+
+    #[test]
+    fn a_pod_gone_behind_the_service_s_back_is_told_once_and_one_it_deleted_never() {
+        let store = loaded(vec![runtime("r1", "s1")]);
+        // Deleting when no pod is known expects nothing of the next pod.
+        store.record_pod_deleted("r1");
+        store.apply_pod("r1", seen(true, "p", PodStatus::Ready));
+        store.apply_pod("r1", PodEvent::Gone { uid: "p".into() });
+        assert!(store.take_vanished_pod("r1"));
+        assert!(!store.take_vanished_pod("r1"));
+        store.apply_pod("r1", seen(true, "q", PodStatus::Ready));
+        store.record_pod_deleted("r1");
+        store.apply_pod("r1", PodEvent::Gone { uid: "q".into() });
+        assert!(!store.take_vanished_pod("r1"), "the service deleted it");
     }
 
     #[test]
