@@ -250,18 +250,19 @@ impl<'a> Api<'a> {
         let method = request.method().clone();
         let url = request.url().to_string();
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let answer = self.answer(&mut request, path, query);
+        let endpoint = Endpoint::parse(path);
+        let label = endpoint.as_ref().map_or("other", Endpoint::label);
+        let answer = self.answer(&mut request, endpoint, query);
         let code = respond(request, &method, path, answer);
         let took = started.elapsed();
-        let endpoint = Endpoint::parse(path).map_or("other", |endpoint| endpoint.label());
-        self.controller.metrics().request(endpoint, code, took);
+        self.controller.metrics().request(label, code, took);
         log::debug!("{method} {path} {code} in {took:?}");
     }
 
-    /// Routes a request: its path, method, key and the store's readiness decide whether it is
+    /// Routes a request: its endpoint (`None`: no such path), method, key and the store's readiness decide whether it is
     /// served at all.
-    fn answer(&self, request: &mut Request, path: &str, query: &str) -> Result<Reply<'_>, Error> {
-        let endpoint = Endpoint::parse(path).ok_or(Error::NotFound)?;
+    fn answer(&self, request: &mut Request, endpoint: Option<Endpoint>, query: &str) -> Result<Reply<'_>, Error> {
+        let endpoint = endpoint.ok_or(Error::NotFound)?;
         let expected = endpoint.method();
         if *request.method() != expected {
             return Err(Error::MethodNotAllowed {

@@ -48,7 +48,6 @@ fn check(controller: &Controller, http: &ureq::Agent) {
     let mut running = Vec::new();
     for snapshot in controller.store().snapshots() {
         let runtime = &snapshot.runtime;
-        let view = snapshot.view(config, now);
         match snapshot.status(config, now) {
             Status::Paused => {
                 if let Some(limit) = lifecycle.paused_stop_after
@@ -74,7 +73,10 @@ fn check(controller: &Controller, http: &ureq::Agent) {
                     } else {
                         "starting"
                     };
-                    let reason = view
+                    // The client's view only here: building one for every runtime each round
+                    // would cost a round over thousands of them for nothing.
+                    let reason = snapshot
+                        .view(config, now)
                         .status_detail
                         .unwrap_or_else(|| format!("{word} for {} without becoming ready", seconds(age(since))));
                     let message = format!(
