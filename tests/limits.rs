@@ -193,21 +193,32 @@ fn agent_stand_in(body: Option<&'static str>) -> (std::sync::Arc<tiny_http::Serv
     (server, port)
 }
 
-#[test]
-fn a_stale_idle_clock_does_not_pause_a_runtime_started_less_than_a_limit_ago() {
-    // The agent claims to have been idle for a day: a pod that booted long before its claim.
-    let (agents, port) = agent_stand_in(Some(r#"{"idle_time": 86400, "runtime_idle_timeout_seconds": null}"#));
+/// A cluster whose pods' agents are `agent_stand_in(body)`, and the service pausing runtimes
+/// idle for `idle_pause_after`, checking every second.
+fn idle_checked(
+    body: Option<&'static str>,
+    idle_pause_after: &str,
+) -> (std::sync::Arc<tiny_http::Server>, FakeKube, Service) {
+    let (agents, port) = agent_stand_in(body);
     let fake = FakeKube::builder().pod_ip("127.0.0.1").start();
     let service = Service::start(
         &fake,
         &[
             ("AGENT_SERVER_PORT", &port.to_string()),
-            ("IDLE_PAUSE_AFTER", "4s"),
+            ("IDLE_PAUSE_AFTER", idle_pause_after),
             ("IDLE_CHECK_INTERVAL", "1s"),
         ],
     );
-    start(&service, "stale", "registry.test/agent:1");
+    (agents, fake, service)
+}
+
+#[test]
+fn a_stale_idle_clock_does_not_pause_a_runtime_started_less_than_a_limit_ago() {
+    // The agent claims to have been idle for a day: a pod that booted long before its claim.
+    let day_idle = r#"{"idle_time": 86400, "runtime_idle_timeout_seconds": null}"#;
+    let (agents, fake, service) = idle_checked(Some(day_idle), "4s");
     let started = std::time::Instant::now();
+    start(&service, "stale", "registry.test/agent:1");
     service.wait_for_status("stale", "running");
     let paused = service.wait_for_status("stale", "paused");
     let after = started.elapsed();
@@ -224,16 +235,7 @@ fn a_stale_idle_clock_does_not_pause_a_runtime_started_less_than_a_limit_ago() {
 
 #[test]
 fn an_agent_that_does_not_answer_is_never_paused_for_idleness() {
-    let (agents, port) = agent_stand_in(None);
-    let fake = FakeKube::builder().pod_ip("127.0.0.1").start();
-    let service = Service::start(
-        &fake,
-        &[
-            ("AGENT_SERVER_PORT", &port.to_string()),
-            ("IDLE_PAUSE_AFTER", "1s"),
-            ("IDLE_CHECK_INTERVAL", "1s"),
-        ],
-    );
+    let (agents, fake, service) = idle_checked(None, "1s");
     start(&service, "mute", "registry.test/agent:1");
     service.wait_for_status("mute", "running");
     // Several rounds ask it and get 500.

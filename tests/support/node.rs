@@ -89,7 +89,8 @@ pub struct PodView {
     env: Option<Result<Vec<(String, String)>, String>>,
 }
 
-/// What `act` found: statuses to write and terminated pods to remove.
+/// What `act` found: statuses to write (and whether each says Ready) and terminated pods to
+/// remove.
 pub struct Reports {
     statuses: Vec<(Key, String, Value, bool)>,
     terminated: Vec<(Key, String)>,
@@ -287,10 +288,9 @@ impl Node {
             if sandbox.process.is_some() {
                 sandbox.probe(&self.prober, now);
             }
-            let was_ready = sandbox.ready;
             reports
                 .statuses
-                .push((view.key, view.uid.clone(), sandbox.status(&view.pod), was_ready));
+                .push((view.key, view.uid.clone(), sandbox.status(&view.pod), sandbox.ready));
         }
         reports
     }
