@@ -396,3 +396,75 @@ fn kubectl_watches_the_fake() {
         fake.requests()
     );
 }
+
+/// The garbage collector as the real one behaves (k8s-api-semantics.md, garbage collection):
+/// Foreground keeps the owner until its dependents are gone, Orphan leaves them without the
+/// reference, and an object created naming an owner that no longer exists is collected.
+#[test]
+fn owners_and_dependents_follow_the_propagation_policy() {
+    let fake = FakeKube::start();
+    let wait = std::time::Duration::from_secs(5);
+    const SECRETS: &str = "/api/v1/namespaces/openhands/secrets";
+    let owner = |name: &str| {
+        let created = post(
+            &fake,
+            SECRETS,
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}),
+        );
+        assert_eq!(created.code, 201, "{}", created.body);
+        created.json()
+    };
+    let dependent = |name: &str, owner: &Value| {
+        let reference = json!([{"apiVersion": "v1", "kind": "Secret", "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
+        let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "ownerReferences": reference},
+            "spec": {"ports": [{"port": 80}]}});
+        assert_eq!(post(&fake, SERVICES, &body).code, 201);
+    };
+    let delete = |name: &str, policy: &str| {
+        let path = format!("{SECRETS}/{name}?propagationPolicy={policy}");
+        assert_eq!(call(&fake, "DELETE", &path, "application/json", None).code, 200);
+    };
+    let foreground = owner("fg");
+    let mut pod = web_pod();
+    pod["metadata"]["name"] = json!("fg-pod");
+    pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Secret", "name": "fg",
+        "uid": foreground["metadata"]["uid"], "blockOwnerDeletion": true}]);
+    assert_eq!(post(&fake, PODS, &pod).code, 201);
+    assert!(fake.wait_for(wait, |c| {
+        c.object("pods", "fg-pod")
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    }));
+    // The owner is held by its finalizer while its dependent terminates; then it goes too.
+    fake.hold_terminating(true);
+    delete("fg", "Foreground");
+    assert!(fake.wait_for(wait, |c| {
+        c.object("pods", "fg-pod")
+            .is_some_and(|p| p["metadata"]["deletionTimestamp"].is_string())
+    }));
+    let held = fake.object("secrets", "fg").expect("held while its dependents go");
+    assert_eq!(held["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    assert!(held["metadata"]["deletionTimestamp"].is_string());
+    fake.hold_terminating(false);
+    assert!(fake.wait_for(wait, |c| c.object("pods", "fg-pod").is_none()
+        && c.object("secrets", "fg").is_none()));
+
+    let orphaning = owner("or");
+    dependent("or-a", &orphaning);
+    delete("or", "Orphan");
+    assert!(fake.wait_for(wait, |c| c.object("secrets", "or").is_none()));
+    let left = fake.object("services", "or-a").expect("orphaned, not deleted");
+    assert!(
+        left["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|refs| refs.is_empty())
+    );
+
+    let background = owner("bg");
+    dependent("bg-a", &background);
+    delete("bg", "Background");
+    assert!(fake.wait_for(wait, |c| c.object("services", "bg-a").is_none()));
+    // A dependent of an owner that is already gone is collected as soon as it exists.
+    dependent("bg-late", &background);
+    assert!(fake.wait_for(wait, |c| c.object("services", "bg-late").is_none()));
+}

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::kubelet::{self, PodFate, PodProgress};
 use super::names::{self, NameRule};
+use super::owners::{Owners, has_finalizer, owner_uids};
 use super::schema;
 use super::selector::Selector;
 
@@ -328,8 +329,10 @@ pub struct Cluster {
     events: VecDeque<Event>,
     /// Events up to this resourceVersion are no longer kept.
     history_starts_after: u64,
-    /// The resourceVersion the garbage collector and volume controllers last acted on.
+    /// The resourceVersion the volume controllers last acted on.
     controllers_saw: u64,
+    /// What the garbage collector knows of ownership.
+    owners: Owners,
     /// Every object received that breaks its strict schema; each one fails the test.
     pub violations: Vec<String>,
     /// Also check what the fake itself emits (off for benchmarks).
@@ -374,6 +377,7 @@ impl Cluster {
             events: VecDeque::new(),
             history_starts_after: 0,
             controllers_saw: 0,
+            owners: Owners::default(),
             pods: HashMap::new(),
             rules: Vec::new(),
             termination_ticks: 2,
@@ -764,6 +768,7 @@ impl Cluster {
             EventKind::Added
         };
         self.record(kind, &key, &object);
+        self.owners.stored(&key, self.objects.get(&key), &object);
         self.objects.insert(key, object.clone());
         object
     }
@@ -771,6 +776,7 @@ impl Cluster {
     fn remove(&mut self, key: &Key) {
         if let Some(mut object) = self.objects.remove(key) {
             self.pods.remove(key);
+            self.owners.removed(key, &object);
             object["metadata"]["resourceVersion"] = json!(self.next_resource_version());
             self.record(EventKind::Deleted, key, &object);
         }
@@ -836,13 +842,7 @@ impl Cluster {
     }
 
     fn orphan_dependents(&mut self, owner_uid: &str) {
-        let dependents: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, v)| owner_uids(v).iter().any(|u| u == owner_uid))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in dependents {
+        for key in self.owners.dependents_of(owner_uid) {
             if let Some(mut object) = self.objects.get(&key).cloned() {
                 if let Some(refs) = object["metadata"]["ownerReferences"].as_array_mut() {
                     refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
@@ -942,10 +942,10 @@ impl Cluster {
         self.run_kubelet(&now);
         // Like the real controllers, these act on changes; in a still cluster there is nothing
         // for them to do (and looking at every object each tick is what a benchmark would see).
+        self.collect_garbage();
         if self.resource_version != self.controllers_saw {
             // What they change themselves is looked at on the next tick.
             self.controllers_saw = self.resource_version;
-            self.collect_garbage();
             self.run_volume_controllers();
         }
         self.resource_version != before
@@ -1049,42 +1049,24 @@ impl Cluster {
         }
     }
 
+    /// Deletes dependents all of whose owners are gone, and lets an owner deleted in the
+    /// foreground go once its dependents have; only objects whose ownership changed are looked at.
     fn collect_garbage(&mut self) {
-        let live_uids: BTreeSet<String> = self
-            .objects
-            .values()
-            .filter_map(|v| v["metadata"]["uid"].as_str().map(str::to_string))
-            .collect();
-        // Dependents all of whose owners are gone.
-        let orphans: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, v)| {
-                let owners = owner_uids(v);
-                !owners.is_empty() && owners.iter().all(|u| !live_uids.contains(u))
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in orphans {
-            self.delete_key(&key, None, false);
-        }
-        // Owners deleted in the foreground go once their dependents have.
-        let waiting: Vec<(Key, String)> = self
-            .objects
-            .iter()
-            .filter(|(_, v)| has_finalizer(v, "foregroundDeletion"))
-            .map(|(k, v)| (k.clone(), v["metadata"]["uid"].as_str().unwrap_or_default().to_string()))
-            .collect();
-        for (key, uid) in waiting {
-            let dependents: Vec<Key> = self
-                .objects
-                .iter()
-                .filter(|(_, v)| owner_uids(v).contains(&uid))
-                .map(|(k, _)| k.clone())
-                .collect();
-            if dependents.is_empty() {
-                self.remove_finalizer(&key, "foregroundDeletion");
-            } else {
+        for key in self.owners.take_to_check() {
+            let Some(object) = self.objects.get(&key) else {
+                continue;
+            };
+            let owners = owner_uids(object);
+            if !owners.is_empty() && owners.iter().all(|u| !self.owners.is_live(u)) {
+                self.delete_key(&key, None, false);
+                continue;
+            }
+            if has_finalizer(object, "foregroundDeletion") {
+                let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
+                let dependents = self.owners.dependents_of(uid);
+                if dependents.is_empty() {
+                    self.remove_finalizer(&key, "foregroundDeletion");
+                }
                 for dependent in dependents {
                     self.delete_key(&dependent, None, false);
                 }
@@ -1095,9 +1077,9 @@ impl Cluster {
     fn run_volume_controllers(&mut self) {
         let claims: Vec<Key> = self
             .objects
-            .keys()
-            .filter(|k| k.plural == "persistentvolumeclaims")
-            .cloned()
+            .range(Key::new("persistentvolumeclaims", "", "")..)
+            .take_while(|(k, _)| k.plural == "persistentvolumeclaims")
+            .map(|(k, _)| k.clone())
             .collect();
         for key in claims {
             let Some(claim) = self.objects.get(&key).cloned() else {
@@ -1158,23 +1140,6 @@ impl Cluster {
         self.delete_key(&key, None, false);
         true
     }
-}
-
-fn owner_uids(object: &Value) -> Vec<String> {
-    object["metadata"]["ownerReferences"]
-        .as_array()
-        .map(|refs| {
-            refs.iter()
-                .filter_map(|r| r["uid"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn has_finalizer(object: &Value, finalizer: &str) -> bool {
-    object["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|x| x.as_str() == Some(finalizer)))
 }
 
 fn push_finalizer(object: &mut Value, finalizer: &str) {

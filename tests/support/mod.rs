@@ -14,6 +14,7 @@ pub mod ingress;
 pub mod kubelet;
 pub mod names;
 pub mod node;
+pub mod owners;
 pub mod registry;
 pub mod release;
 pub mod schema;
