@@ -268,7 +268,25 @@ fn a_runtime_in_error_gets_a_new_pod_when_a_client_asks() {
     assert_eq!(fake.count("POST", "/pods"), 1);
 
     fake.clear_kubelet_rules();
-    fake.freeze_kubelet(true);
+    // A crash loop goes between error and starting: the /start must come while it reads error.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    'frozen_in_error: loop {
+        fake.freeze_kubelet(true);
+        // Frozen, the pod no longer changes: once the service reads error, it stays so.
+        let settled = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < settled {
+            if service.get("/sessions/retry").body["status"] == "error" {
+                break 'frozen_in_error;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fake.freeze_kubelet(false);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the crash loop never read error again"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let again = service.post("/start", &json!({"session_id": "retry", "image": "flaky:1"}));
     fake.freeze_kubelet(false);
     assert_eq!(again.code, 200);

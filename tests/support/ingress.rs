@@ -159,7 +159,7 @@ fn relay(mut client: TcpStream, route: &dyn Fn(&str) -> Route) {
         Err((code, why)) => return answer(&mut client, code, &why),
     };
     let _ = client.set_read_timeout(None);
-    if upstream.write_all(&head).is_err() {
+    if upstream.write_all(&one_request_per_connection(&head)).is_err() {
         return;
     }
     let (Ok(mut from_upstream), Ok(mut to_client)) = (upstream.try_clone(), client.try_clone()) else {
@@ -172,6 +172,32 @@ fn relay(mut client: TcpStream, route: &dyn Fn(&str) -> Route) {
     let _ = std::io::copy(&mut client, &mut upstream);
     let _ = upstream.shutdown(Shutdown::Write);
     let _ = back.join();
+}
+
+/// nginx routes each request by its Host: a connection the client keeps alive may carry the
+/// next request to another sandbox. A relay routes per connection, so it asks the upstream to
+/// close after its answer (the client then opens a new connection for the next request), but
+/// for a WebSocket upgrade, which keeps the connection.
+fn one_request_per_connection(head: &[u8]) -> Vec<u8> {
+    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return head.to_vec();
+    };
+    let text = String::from_utf8_lossy(&head[..end]);
+    let is_header = |line: &str, name: &str| {
+        line.split_once(':')
+            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+    };
+    if text.lines().any(|line| is_header(line, "upgrade")) {
+        return head.to_vec();
+    }
+    let mut rewritten: Vec<u8> = text
+        .lines()
+        .filter(|line| !is_header(line, "connection"))
+        .flat_map(|line| [line.as_bytes(), b"\r\n"].concat())
+        .collect();
+    rewritten.extend_from_slice(b"Connection: close\r\n\r\n");
+    rewritten.extend_from_slice(&head[end + 4..]);
+    rewritten
 }
 
 fn answer(client: &mut TcpStream, code: u16, why: &str) {

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod agent_bed;
+pub mod agent_stand_in;
 pub mod cluster;
 #[cfg(test)]
 pub mod control_plane;
@@ -17,6 +18,8 @@ pub mod node;
 pub mod owners;
 pub mod registry;
 pub mod release;
+#[cfg(test)]
+pub mod sandboxes;
 pub mod schema;
 pub mod selector;
 // Only integration tests have the service binary to run (examples share the rest).
