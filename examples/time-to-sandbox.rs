@@ -1,8 +1,9 @@
 //! Time to a working sandbox: from `POST /start` (or `/resume`) to the first successful
 //! authenticated call to the sandbox's real agent server (a command run through the ingress
 //! stand-in with the returned key), for each agent-server version the clients deploy, one
-//! sandbox at a time and 8 at once. Prints Markdown tables that split the time into the
-//! service's share and the rest.
+//! sandbox at a time and 8 at once: cold, claimed from a warm pool sized for them, and cold
+//! with a pool configured but empty (its pods unschedulable). Prints Markdown tables that split
+//! the time into the service's share and the rest, and the warm-pool targets.
 //!
 //! ```sh
 //! bash tests/agent-server/install.sh 1.58.2 1.34.0            # once
@@ -25,13 +26,19 @@ use serde_json::{Value, json};
 use support::agent_bed::{AgentBed, VERSIONS};
 use support::ingress::IngressStandIn;
 use support::release::{Service, build, percentile};
-use support::{FakeKube, NAMESPACE, TOKEN};
+use support::{FakeKube, NAMESPACE, PodFate, TOKEN};
 
 const API_KEY: &str = "bench-key";
 const BASE_DOMAIN: &str = "sandbox.bench";
 const PATIENCE: Duration = Duration::from_secs(300);
 /// The service's share between the pod turning Ready and `running` being served (issue #18).
 const READY_TO_RUNNING_P99: Duration = Duration::from_millis(100);
+/// A warm start, request to working sandbox (issue #20).
+const WARM_P50: Duration = Duration::from_millis(300);
+const WARM_P99: Duration = Duration::from_secs(1);
+/// What a configured but empty pool may add to a cold start's answer (issue #20).
+const EMPTY_POOL_COST: Duration = Duration::from_millis(50);
+const POOL: &str = "bench";
 
 /// One sandbox's start, step by step.
 #[derive(Clone, Copy, Default)]
@@ -82,6 +89,19 @@ const ROWS: [Row; 8] = [
     ("**total: request → working sandbox**", "", |s| s.total),
 ];
 
+/// A claimed warm pod booted before the request: only these steps are the request's.
+const WARM_ROWS: [Row; 3] = [
+    (
+        "request answered (201, `running`)",
+        "service + agent's /api/init",
+        |s| s.answered,
+    ),
+    ("answered → first command OK via ingress", "ingress + agent", |s| {
+        s.first_command
+    }),
+    ("**total: request → working sandbox**", "", |s| s.total),
+];
+
 struct Bed {
     fake: FakeKube,
     ingress: IngressStandIn,
@@ -90,9 +110,18 @@ struct Bed {
 }
 
 impl Bed {
-    fn start(binary: &Path, agents: AgentBed) -> Bed {
+    /// The bed; with a pool of `pool_size` pods booted from `image`, unschedulable when
+    /// `starved` (a full cluster: the pool stays empty).
+    fn start(binary: &Path, agents: AgentBed, pool: Option<(&str, usize)>, starved: bool) -> Bed {
         let fake = FakeKube::builder().run_agents(agents).start();
         fake.skip_self_validation();
+        if starved {
+            let message = "0/1 nodes are available: 1 Insufficient cpu.".to_string();
+            fake.kubelet_rule(
+                &format!("openhands.dev/warm-pool={POOL}"),
+                PodFate::Unschedulable { message },
+            );
+        }
         let ingress = fake.start_ingress(0);
         let dir = support::temp_dir("time-to-sandbox");
         std::fs::write(dir.join("token"), TOKEN).expect("write the token");
@@ -106,6 +135,10 @@ impl Bed {
             ("RUST_LOG", "info".to_string()),
         ]
         .into_iter()
+        .chain(pool.map(|(image, size)| {
+            let pools = json!([{"name": POOL, "size": size, "request": {"image": image}}]);
+            ("WARM_POOLS", pools.to_string())
+        }))
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let service = Service::start(binary, env, &dir.join("service.log"));
@@ -209,6 +242,38 @@ impl Bed {
         assert!(self.fake.wait_for(PATIENCE, |view| view.object("pods", &pod).is_none()));
     }
 
+    /// Waits until the pool has `ready` Ready warm pods.
+    fn wait_pool(&self, ready: usize) {
+        let line = format!("openhands_warm_pool_ready{{pool=\"{POOL}\"}} {ready}\n");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut answer = self
+                .http
+                .get(format!("{}/metrics", self.service.url))
+                .call()
+                .expect("/metrics answers");
+            if answer.body_mut().read_to_string().unwrap_or_default().contains(&line) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the pool never had {ready} Ready pods");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `at_once` starts of `image` together, measured; then stopped.
+    fn round(&self, name: &str, image: &str, at_once: usize) -> Vec<Sample> {
+        let samples: Vec<Sample> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..at_once)
+                .map(|i| scope.spawn(move || self.measure(&format!("{name}-{i}"), image, None)))
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a start")).collect()
+        });
+        for i in 0..at_once {
+            self.put_away(&self.runtime_id(&format!("{name}-{i}")), "stop");
+        }
+        samples
+    }
+
     fn runtime_id(&self, session: &str) -> String {
         let (_, runtime) = self.call("GET", &format!("/sessions/{session}"), None);
         runtime["runtime_id"].as_str().expect("a runtime").to_string()
@@ -223,10 +288,14 @@ struct Options {
 }
 
 fn table(out: &mut String, title: &str, samples: &[Sample]) {
+    rows_table(out, title, samples, &ROWS);
+}
+
+fn rows_table(out: &mut String, title: &str, samples: &[Sample], rows: &[Row]) {
     let _ = writeln!(out, "\n#### {title} ({} sandboxes)\n", samples.len());
     let _ = writeln!(out, "| step | whose | p50 ms | p90 ms | p99 ms |");
     let _ = writeln!(out, "|---|---|---:|---:|---:|");
-    for (name, whose, field) in ROWS {
+    for (name, whose, field) in rows {
         let mut values: Vec<Duration> = samples.iter().map(field).collect();
         let [p50, p90, p99] = [0.5, 0.9, 0.99].map(|p| percentile(&mut values, p).as_secs_f64() * 1000.0);
         let _ = writeln!(out, "| {name} | {whose} | {p50:.0} | {p90:.0} | {p99:.0} |");
@@ -264,9 +333,10 @@ fn main() {
     let binary = build(None);
     let mut out = String::new();
     let mut worst_ready_to_running = Duration::ZERO;
+    let mut targets = Vec::new();
     for version in &options.versions {
         let image = AgentBed::image(version);
-        let bed = Bed::start(&binary, agents.clone());
+        let bed = Bed::start(&binary, agents.clone(), None, false);
         let (mut cold, mut resumed, mut together) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..options.sequential {
             let session = format!("seq-{i}");
@@ -282,20 +352,39 @@ fn main() {
                 "time-to-sandbox {version}: round {round} of {} at once",
                 options.concurrency
             );
-            let samples: Vec<Sample> = thread::scope(|scope| {
-                let handles: Vec<_> = (0..options.concurrency)
-                    .map(|i| {
-                        let (bed, image) = (&bed, &image);
-                        scope.spawn(move || bed.measure(&format!("par-{round}-{i}"), image, None))
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().expect("a start")).collect()
-            });
-            for i in 0..options.concurrency {
-                bed.put_away(&bed.runtime_id(&format!("par-{round}-{i}")), "stop");
-            }
-            together.extend(samples);
+            together.extend(bed.round(&format!("par-{round}"), &image, options.concurrency));
         }
+        drop(bed);
+
+        // Warm: a pool sized for the starts, full before each one (or each round).
+        let bed = Bed::start(&binary, agents.clone(), Some((&image, options.concurrency)), false);
+        let (mut warm, mut warm_together) = (Vec::new(), Vec::new());
+        for i in 0..options.sequential {
+            eprintln!("time-to-sandbox {version}: warm-{i}");
+            bed.wait_pool(options.concurrency);
+            warm.push(bed.measure(&format!("warm-{i}"), &image, None));
+            bed.put_away(&bed.runtime_id(&format!("warm-{i}")), "stop");
+        }
+        for round in 0..options.rounds {
+            eprintln!(
+                "time-to-sandbox {version}: warm round {round} of {} at once",
+                options.concurrency
+            );
+            bed.wait_pool(options.concurrency);
+            warm_together.extend(bed.round(&format!("warm-par-{round}"), &image, options.concurrency));
+        }
+        drop(bed);
+
+        // A pool configured, its pods unschedulable: every start is cold and goes by the pool.
+        let bed = Bed::start(&binary, agents.clone(), Some((&image, 1)), true);
+        let mut starved = Vec::new();
+        for i in 0..options.sequential {
+            eprintln!("time-to-sandbox {version}: empty-pool-{i}");
+            starved.push(bed.measure(&format!("empty-pool-{i}"), &image, None));
+            bed.put_away(&bed.runtime_id(&format!("empty-pool-{i}")), "stop");
+        }
+        drop(bed);
+
         let _ = writeln!(out, "\n### agent server {version}");
         table(&mut out, "cold start, one at a time", &cold);
         table(&mut out, "resume, one at a time", &resumed);
@@ -304,21 +393,60 @@ fn main() {
             &format!("cold start, {} at once", options.concurrency),
             &together,
         );
-        for samples in [&cold, &resumed, &together] {
+        rows_table(&mut out, "warm start, one at a time", &warm, &WARM_ROWS);
+        rows_table(
+            &mut out,
+            &format!("warm start, {} at once", options.concurrency),
+            &warm_together,
+            &WARM_ROWS,
+        );
+        table(&mut out, "cold start with the pool empty, one at a time", &starved);
+        for samples in [&cold, &resumed, &together, &starved] {
             let mut values: Vec<Duration> = samples.iter().map(|s| s.running_served).collect();
             worst_ready_to_running = worst_ready_to_running.max(percentile(&mut values, 0.99));
         }
+        for (what, samples) in [("one at a time", &warm), ("at once", &warm_together)] {
+            let mut totals: Vec<Duration> = samples.iter().map(|s| s.total).collect();
+            let (p50, p99) = (percentile(&mut totals, 0.5), percentile(&mut totals, 0.99));
+            targets.push((
+                format!(
+                    "{version}: warm start {what}, p50 <= {} ms and p99 <= {} ms",
+                    WARM_P50.as_millis(),
+                    WARM_P99.as_millis()
+                ),
+                format!("{} / {}", ms(p50), ms(p99)),
+                p50 <= WARM_P50 && p99 <= WARM_P99,
+            ));
+        }
+        let answered = |samples: &[Sample]| {
+            let mut values: Vec<Duration> = samples.iter().map(|s| s.answered).collect();
+            percentile(&mut values, 0.5)
+        };
+        let (with_pool, without) = (answered(&starved), answered(&cold));
+        targets.push((
+            format!(
+                "{version}: an empty pool adds <= {} ms to a cold start's answer (p50)",
+                EMPTY_POOL_COST.as_millis()
+            ),
+            format!("{} vs {}", ms(with_pool), ms(without)),
+            with_pool <= without + EMPTY_POOL_COST,
+        ));
     }
-    let verdict = if worst_ready_to_running < READY_TO_RUNNING_P99 {
-        "PASS"
-    } else {
-        "FAIL"
-    };
-    let _ = writeln!(
-        out,
-        "\npod Ready → `running` served, worst p99: {:.1} ms (target < {} ms): {verdict}",
-        worst_ready_to_running.as_secs_f64() * 1000.0,
-        READY_TO_RUNNING_P99.as_millis()
-    );
+    targets.push((
+        format!(
+            "pod Ready → `running` served, worst p99 < {} ms",
+            READY_TO_RUNNING_P99.as_millis()
+        ),
+        ms(worst_ready_to_running),
+        worst_ready_to_running < READY_TO_RUNNING_P99,
+    ));
+    let _ = writeln!(out, "\n| target | figure | verdict |\n|---|---:|---|");
+    for (target, figure, pass) in targets {
+        let _ = writeln!(out, "| {target} | {figure} | {} |", if pass { "PASS" } else { "FAIL" });
+    }
     println!("{out}");
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }

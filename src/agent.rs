@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::http_client;
 
-/// The most of an agent's `/server_info` answer read (it is a few hundred bytes).
+/// The most of an agent's answer read (its `/server_info` and `/api/init` are a few hundred bytes).
 const MAX_ANSWER: u64 = 64 * 1024;
 
 /// What an agent says of its idle clock in `GET /server_info` (no key needed): seconds since
@@ -27,10 +27,52 @@ pub fn client(timeout: Duration) -> ureq::Agent {
 
 /// Asks the agent at `base_url` for its idle clock.
 pub fn idle_clock(http: &ureq::Agent, base_url: &str) -> Result<IdleClock, String> {
+    let info = get_json(http, &format!("{base_url}/server_info"))?;
+    read_idle_clock(&info).ok_or_else(|| "no idle_time in its answer".to_string())
+}
+
+/// Where an agent started with `OH_DEFERRED_INIT` is (`GET /api/init`, no key needed); a
+/// failed init rolls it back to dormant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitState {
+    Dormant,
+    Initializing,
+    Ready,
+}
+
+pub fn init_state(http: &ureq::Agent, base_url: &str) -> Result<InitState, String> {
+    let status = get_json(http, &format!("{base_url}/api/init"))?;
+    match status["state"].as_str() {
+        Some("dormant") => Ok(InitState::Dormant),
+        Some("initializing") => Ok(InitState::Initializing),
+        Some("ready") => Ok(InitState::Ready),
+        _ => Err(format!("an unknown init state: {}", status["state"])),
+    }
+}
+
+/// Gives a dormant agent its session (`POST /api/init`), authorised by the key it booted with.
+pub fn initialize(http: &ureq::Agent, base_url: &str, init_key: &str, body: &Value) -> Result<(), String> {
     let mut answer = http
-        .get(format!("{base_url}/server_info"))
-        .call()
+        .post(format!("{base_url}/api/init"))
+        .header("X-Init-API-Key", init_key)
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
         .map_err(|e| e.to_string())?;
+    if answer.status() == 200 {
+        return Ok(());
+    }
+    // Its detail says why (a field it does not know, a failed start of its services).
+    let detail = answer
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_string()
+        .unwrap_or_default();
+    Err(format!("answered {}: {}", answer.status(), detail.trim()))
+}
+
+fn get_json(http: &ureq::Agent, url: &str) -> Result<Value, String> {
+    let mut answer = http.get(url).call().map_err(|e| e.to_string())?;
     if answer.status() != 200 {
         return Err(format!("answered {}", answer.status()));
     }
@@ -40,8 +82,7 @@ pub fn idle_clock(http: &ureq::Agent, base_url: &str) -> Result<IdleClock, Strin
         .limit(MAX_ANSWER)
         .read_to_string()
         .map_err(|e| e.to_string())?;
-    let info: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
-    read_idle_clock(&info).ok_or_else(|| "no idle_time in its answer".to_string())
+    serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
 }
 
 fn read_idle_clock(info: &Value) -> Option<IdleClock> {

@@ -12,6 +12,7 @@ use crate::env::{ConfigError, Env};
 use crate::kube;
 use crate::names::{RESERVED_ENV, is_dns_label, is_dns_subdomain, is_env_name};
 use crate::registry::RegistryConfig;
+use crate::warm::{self, Pool};
 
 /// The key deploy.yaml ships with, which must never guard a real service.
 const PLACEHOLDER_API_KEY: &str = "REPLACE-ME";
@@ -65,6 +66,10 @@ pub struct Config {
     pub lifecycle: Lifecycle,
     /// Runtimes not paused at most (`MAX_RUNNING_RUNTIMES`); `None`: no cap.
     pub max_running_runtimes: Option<usize>,
+    /// `WARM_POOLS`: pods booted ahead of time for the requests that match them.
+    pub warm_pools: Vec<Pool>,
+    /// A warm pod older than this is replaced (`WARM_POD_MAX_AGE`).
+    pub warm_pod_max_age: Duration,
 }
 
 /// `IDLE_PAUSE_AFTER`, `IDLE_CHECK_INTERVAL`, `PAUSED_STOP_AFTER`, `STUCK_PAUSE_AFTER`; each
@@ -115,6 +120,7 @@ impl Config {
     pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let env = Env::new(lookup);
         let env = &env;
+        let default_image = env.text("DEFAULT_IMAGE", "ghcr.io/openhands/agent-server:latest-python");
         Ok(Config {
             api_key: api_key(env)?,
             server_port: env.port("SERVER_PORT", 8080)?,
@@ -128,7 +134,7 @@ impl Config {
             ingress_annotations: env.string_map("SANDBOX_INGRESS_ANNOTATIONS")?,
             ingress_tls_secret: env.object_name("INGRESS_TLS_SECRET")?,
             registry_prefix: env.text("REGISTRY_PREFIX", "ghcr.io/openhands"),
-            default_image: env.text("DEFAULT_IMAGE", "ghcr.io/openhands/agent-server:latest-python"),
+            default_image: default_image.clone(),
             image_pull_secrets: env.list("IMAGE_PULL_SECRETS", is_dns_subdomain, "a secret name")?,
             registries: RegistryConfig {
                 insecure: env.list("INSECURE_REGISTRIES", is_registry_host, "a registry host[:port]")?,
@@ -154,6 +160,8 @@ impl Config {
                 stuck_pause_after: env.optional_duration("STUCK_PAUSE_AFTER", Duration::from_secs(30 * 60))?,
             },
             max_running_runtimes: env.optional_limit("MAX_RUNNING_RUNTIMES", 1_000_000)?,
+            warm_pools: warm::pools_from(env.get("WARM_POOLS").as_deref(), &default_image)?,
+            warm_pod_max_age: env.duration("WARM_POD_MAX_AGE", Duration::from_secs(24 * 3600), false)?,
         })
     }
 }
@@ -388,6 +396,60 @@ mod tests {
             let error = config(&[(name, value)]).unwrap_err();
             assert!(error.to_string().contains(name), "{name}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn warm_pools_are_read_and_every_mistake_names_the_variable() {
+        let c = config(&[]).unwrap();
+        assert!(c.warm_pools.is_empty());
+        assert_eq!(c.warm_pod_max_age, Duration::from_secs(24 * 3600));
+        let pools = r#"[{"name": "v1", "size": 3, "request": {"working_dir": "/workspace", "environment": {"LOG_JSON": "true"}}},
+                       {"name": "sdk", "size": 1, "request": {"image": "ghcr.io/openhands/agent-server:1.58.2-python"}}]"#;
+        let c = config(&[("WARM_POOLS", pools), ("DEFAULT_IMAGE", "agent:1")]).unwrap();
+        let names: Vec<(&str, usize, &str)> = c
+            .warm_pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.size, p.request.image.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("v1", 3, "agent:1"),
+                ("sdk", 1, "ghcr.io/openhands/agent-server:1.58.2-python")
+            ]
+        );
+        assert_eq!(c.warm_pools[0].request.session_id, "");
+        for (bad, why) in [
+            ("{", "JSON list"),
+            (r#"{"name": "a"}"#, "JSON list"),
+            (r#"[{"name": "a", "size": 1}, {"name": "a", "size": 2}]"#, "used twice"),
+            (r#"[{"name": "a", "size": 0}]"#, "size"),
+            (r#"[{"name": "a", "size": 100000}]"#, "size"),
+            (r#"[{"name": "a", "size": "2"}]"#, "size"),
+            (r#"[{"name": "Not A Label", "size": 1}]"#, "name"),
+            (r#"[{"name": "a", "size": 1, "sise": 2}]"#, "unknown field"),
+            (
+                r#"[{"name": "a", "size": 1, "request": {"session_id": "s"}}]"#,
+                "session_id",
+            ),
+            (
+                r#"[{"name": "a", "size": 1, "request": {"resource_factor": 99}}]"#,
+                "resource_factor",
+            ),
+            (
+                r#"[{"name": "a", "size": 1, "request": {"environment": {"A": 1}}}]"#,
+                "environment",
+            ),
+            (r#"[{"name": "a", "size": 1, "request": []}]"#, "request"),
+        ] {
+            let error = config(&[("WARM_POOLS", bad)]).unwrap_err();
+            assert_eq!(error.variable, "WARM_POOLS", "{bad}");
+            assert!(error.message.contains(why), "{bad}: {error}");
+        }
+        assert_eq!(
+            config(&[("WARM_POD_MAX_AGE", "0")]).unwrap_err().variable,
+            "WARM_POD_MAX_AGE"
+        );
     }
 
     #[test]

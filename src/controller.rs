@@ -8,10 +8,11 @@
 //! last asked for.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use crate::agent;
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{self, Action};
@@ -26,6 +27,7 @@ use crate::runtime::{Desire, DesiredState, ReportedStatus, Runtime, RuntimeView,
 use crate::start_request::StartRequest;
 use crate::store::{SessionGuard, Slot, Store};
 use crate::timestamps::whole_second_up;
+use crate::warm::runtimes::Claim;
 
 /// The service's parts, shared by the HTTP workers and the background threads.
 pub struct Controller {
@@ -34,7 +36,12 @@ pub struct Controller {
     images: ImageCheck,
     store: Store,
     metrics: Metrics,
+    /// Reaches the agent servers (`/api/init`); the idle checks have their own, shorter-lived.
+    agents: ureq::Agent,
 }
+
+/// How long an agent may take to initialise (it starts its conversation services).
+const INIT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The answer to `/start`: a new runtime (201) or the session's existing one (200).
 pub enum Started {
@@ -50,6 +57,7 @@ impl Controller {
             images,
             store: Store::new(),
             metrics: Metrics::default(),
+            agents: agent::client(INIT_TIMEOUT),
         }
     }
 
@@ -67,6 +75,10 @@ impl Controller {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn agents(&self) -> &ureq::Agent {
+        &self.agents
     }
 
     /// `GET /image_exists` (API.md §9).
@@ -98,7 +110,10 @@ impl Controller {
                 ignored.join(", ")
             );
         }
-        let slot = self.slot()?;
+        let slot = match self.claim_warm(&request, self.slot()?) {
+            Claim::Claimed(view) => return Ok(Started::Created(*view)),
+            Claim::Cold(slot) => slot,
+        };
         self.create_runtime(request, slot).map(Started::Created)
     }
 
@@ -334,8 +349,9 @@ impl Controller {
         if self.config.workspace.is_some() {
             kinds.push(Resource::PersistentVolumeClaims);
         }
-        // The policy exists before the pod, so the pod never runs unconfined.
-        if self.config.network_policy.is_some() {
+        // The policy exists before the pod, so the pod never runs unconfined. Warm pods always
+        // have one, which their claim turns into the runtime's (or deletes).
+        if self.config.network_policy.is_some() || !self.config.warm_pools.is_empty() {
             kinds.push(Resource::NetworkPolicies);
         }
         kinds.extend([Resource::Services, Resource::Ingresses]);

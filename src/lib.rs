@@ -68,6 +68,7 @@ mod start_request;
 mod store;
 mod sys;
 mod timestamps;
+mod warm;
 
 pub use config::Config;
 pub use env::ConfigError;

@@ -41,7 +41,7 @@ pub fn object_name(runtime_id: &str) -> String {
 }
 
 /// The Secret key that holds the request's environment variable number `index` (in name order).
-fn env_key(index: usize) -> String {
+pub fn env_key(index: usize) -> String {
     format!("env-{index}")
 }
 
@@ -52,19 +52,23 @@ fn labels(runtime_id: &str, session_id: &str) -> Value {
         RUNTIME_ID_LABEL: runtime_id,
     });
     // Session ids are valid label values by their own rule; the annotation keeps the original.
-    if session_id.len() <= 63 {
+    // A warm runtime has no session yet.
+    if !session_id.is_empty() && session_id.len() <= 63 {
         labels["session-id"] = json!(session_id);
     }
     labels
 }
 
 /// Metadata of a runtime's object; all but the anchor are owned by the anchor (`anchor_uid`).
-fn metadata(runtime_id: &str, session_id: &str, anchor_uid: Option<&str>) -> Value {
+pub fn metadata(runtime_id: &str, session_id: &str, anchor_uid: Option<&str>) -> Value {
     let mut metadata = json!({
         "name": object_name(runtime_id),
         "labels": labels(runtime_id, session_id),
-        "annotations": {SESSION_ID_ANNOTATION: session_id},
+        "annotations": {},
     });
+    if !session_id.is_empty() {
+        metadata["annotations"][SESSION_ID_ANNOTATION] = json!(session_id);
+    }
     if let Some(uid) = anchor_uid {
         let anchor =
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": object_name(runtime_id), "uid": uid}});
@@ -194,65 +198,89 @@ fn service_keeps(config: &Config, name: &str) -> bool {
     RESERVED_ENV.contains(&name) || (name == WEBHOOKS_VARIABLE && config.app_server_url.is_some())
 }
 
+/// Where the value of one of a sandbox's variables comes from.
+enum Source<'a> {
+    /// Written in the pod spec: the service's own settings.
+    Plain(String),
+    /// The runtime's session key, from its anchor.
+    SessionKey,
+    /// The request's variable number `index` (in name order), from its anchor.
+    Requested { index: usize, value: &'a str },
+}
+
 /// The container's environment in the order and with the override rules of API.md §5: the
 /// service's variables, then `SANDBOX_ENV`, then the request's (which win on a shared name,
 /// except where `service_keeps` it), then the webhook address. No name appears twice.
-fn environment(config: &Config, runtime_id: &str, request: &StartRequest) -> Vec<Value> {
-    let secret = object_name(runtime_id);
+fn environment_sources<'a>(config: &Config, runtime_id: &str, request: &'a StartRequest) -> Vec<(String, Source<'a>)> {
     let webhooks = config
         .app_server_url
         .as_ref()
         .map(|url| format!("{url}/api/v1/webhooks"));
     let request_sets = |name: &str| request.environment.contains_key(name) && !service_keeps(config, name);
     let ports = config.ports;
-    let mut service: Vec<(String, Value)> = vec![
-        (
-            "OH_SESSION_API_KEYS_0".into(),
-            env_from_secret("OH_SESSION_API_KEYS_0", &secret, SESSION_KEY_KEY),
-        ),
-        (
-            "SESSION_API_KEY".into(),
-            env_from_secret("SESSION_API_KEY", &secret, SESSION_KEY_KEY),
-        ),
-        ("OH_RUNTIME_ID".into(), env_value("OH_RUNTIME_ID", runtime_id)),
-        (
-            "OH_VSCODE_PORT".into(),
-            env_value("OH_VSCODE_PORT", &ports.vscode.to_string()),
-        ),
-        ("WORKER_1".into(), env_value("WORKER_1", &ports.worker_1.to_string())),
-        ("WORKER_2".into(), env_value("WORKER_2", &ports.worker_2.to_string())),
+    let plain = |name: &str, value: String| (name.to_string(), Source::Plain(value));
+    let mut service: Vec<(String, Source)> = vec![
+        ("OH_SESSION_API_KEYS_0".into(), Source::SessionKey),
+        ("SESSION_API_KEY".into(), Source::SessionKey),
+        plain("OH_RUNTIME_ID", runtime_id.to_string()),
+        plain("OH_VSCODE_PORT", ports.vscode.to_string()),
+        plain("WORKER_1", ports.worker_1.to_string()),
+        plain("WORKER_2", ports.worker_2.to_string()),
     ];
     // The agent's side of idle pausing: it reports the limit in /server_info and caps a
     // foreground command below it, since a running command does not reset its idle clock.
     if let Some(limit) = config.lifecycle.idle_pause_after {
-        let seconds = limit.as_secs().max(1).to_string();
-        service.push((IDLE_TIMEOUT_VARIABLE.into(), env_value(IDLE_TIMEOUT_VARIABLE, &seconds)));
+        service.push(plain(IDLE_TIMEOUT_VARIABLE, limit.as_secs().max(1).to_string()));
     }
     if let Some(origin) = &config.app_server_public_url {
-        service.push((
-            "OH_ALLOW_CORS_ORIGINS_0".into(),
-            env_value("OH_ALLOW_CORS_ORIGINS_0", origin),
-        ));
+        service.push(plain("OH_ALLOW_CORS_ORIGINS_0", origin.clone()));
     }
     // Configuration refuses reserved names in SANDBOX_ENV.
     for (name, value) in &config.sandbox_env {
         service.retain(|(existing, _)| existing != name);
-        service.push((name.clone(), env_value(name, value)));
+        service.push(plain(name, value.clone()));
     }
     // The request's block and the webhook address, which come later, take these names.
     let taken_later = |name: &str| request_sets(name) || (name == WEBHOOKS_VARIABLE && webhooks.is_some());
     service.retain(|(name, _)| !taken_later(name));
 
-    let mut env: Vec<Value> = service.into_iter().map(|(_, entry)| entry).collect();
-    for (index, name) in request.environment.keys().enumerate() {
+    let mut env = service;
+    for (index, (name, value)) in request.environment.iter().enumerate() {
         if request_sets(name) {
-            env.push(env_from_secret(name, &secret, &env_key(index)));
+            env.push((name.clone(), Source::Requested { index, value }));
         }
     }
     if let Some(webhooks) = webhooks {
-        env.push(env_value(WEBHOOKS_VARIABLE, &webhooks));
+        env.push(plain(WEBHOOKS_VARIABLE, webhooks));
     }
     env
+}
+
+/// The container's `env`: values from the anchor by `secretKeyRef`, never in plain text.
+fn environment(config: &Config, runtime_id: &str, request: &StartRequest) -> Vec<Value> {
+    let secret = object_name(runtime_id);
+    environment_sources(config, runtime_id, request)
+        .into_iter()
+        .map(|(name, source)| match source {
+            Source::Plain(value) => env_value(&name, &value),
+            Source::SessionKey => env_from_secret(&name, &secret, SESSION_KEY_KEY),
+            Source::Requested { index, .. } => env_from_secret(&name, &secret, &env_key(index)),
+        })
+        .collect()
+}
+
+/// The variables a sandbox of `request` sees, with their values, but for the ones that differ
+/// between any two runtimes (the session key and the runtime id).
+pub fn shared_environment(config: &Config, request: &StartRequest) -> BTreeMap<String, String> {
+    environment_sources(config, "", request)
+        .into_iter()
+        .filter(|(name, _)| !RESERVED_ENV.contains(&name.as_str()))
+        .filter_map(|(name, source)| match source {
+            Source::Plain(value) => Some((name, value)),
+            Source::Requested { value, .. } => Some((name, value.to_string())),
+            Source::SessionKey => None,
+        })
+        .collect()
 }
 
 /// Requested environment names the service ignores, for a warning (never their values).
@@ -309,6 +337,16 @@ pub fn pod(config: &Config, runtime_id: &str, request: &StartRequest, anchor_uid
         "metadata": metadata(runtime_id, &request.session_id, Some(anchor_uid)),
         "spec": spec,
     })
+}
+
+/// What shapes a sandbox pod but its environment: two requests with the same shape give the
+/// same pod spec but for `env`.
+pub fn pod_shape(config: &Config, request: &StartRequest) -> Value {
+    let mut spec = pod(config, "", request, "")["spec"].take();
+    if let Some(container) = spec["containers"][0].as_object_mut() {
+        container.remove("env");
+    }
+    spec
 }
 
 /// The one container: image, command, ports, environment, resources and probes.

@@ -51,14 +51,16 @@ const READY_BUCKETS: &[Bound] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartKind {
     Cold,
+    Warm,
 }
 
 impl StartKind {
-    const ALL: [StartKind; 1] = [StartKind::Cold];
+    const ALL: [StartKind; 2] = [StartKind::Cold, StartKind::Warm];
 
     fn label(self) -> &'static str {
         match self {
             StartKind::Cold => "cold",
+            StartKind::Warm => "warm",
         }
     }
 }
@@ -246,12 +248,18 @@ impl Metrics {
         self.watch_restarts.add((resource, "", 0));
     }
 
-    /// Everything, in the Prometheus text format; `runtimes` counts runtimes per `STATUSES`.
-    pub fn render(&self, runtimes: [usize; 4], kube: &KubeCalls) -> String {
+    /// Everything, in the Prometheus text format; `runtimes` counts runtimes per `STATUSES`,
+    /// `pools` the Ready warm pods of each pool.
+    pub fn render(&self, runtimes: [usize; 4], pools: &[(&str, usize)], kube: &KubeCalls) -> String {
         let mut out = String::new();
         header(&mut out, "openhands_runtimes", "gauge", "Runtimes by status.");
         for (status, count) in STATUSES.iter().zip(runtimes) {
             let _ = writeln!(out, "openhands_runtimes{{status=\"{status}\"}} {count}");
+        }
+        let name = "openhands_warm_pool_ready";
+        header(&mut out, name, "gauge", "Ready warm pods, by pool.");
+        for (pool, ready) in pools {
+            let _ = writeln!(out, "{name}{{pool=\"{pool}\"}} {ready}");
         }
         let name = "openhands_runtime_starts_total";
         header(
@@ -365,7 +373,7 @@ mod tests {
         metrics.running("r1");
         metrics.running("r1");
         metrics.running("never-started");
-        let text = metrics.render([0, 1, 0, 0], &KubeCalls::default());
+        let text = metrics.render([0, 1, 0, 0], &[("v1", 2)], &KubeCalls::default());
         assert!(
             text.contains("openhands_runtime_starts_total{kind=\"cold\"} 1\n"),
             "{text}"

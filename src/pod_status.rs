@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::object;
 use crate::timestamps::parse_rfc3339;
+use crate::warm::objects::boots_dormant;
 
 /// `pod_status` of the runtime object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +84,10 @@ pub struct PodRecord {
     pub unready_since: Option<SystemTime>,
     /// When the service itself last changed the pod: a list that began earlier is older news.
     pub changed_at: Option<Instant>,
+    /// Its agent boots dormant (a warm pod's): it serves its runtime only once initialised.
+    pub dormant: bool,
+    /// The service initialised the agent of this container (this uid and restart count).
+    pub initialized: bool,
 }
 
 impl PodRecord {
@@ -95,7 +100,23 @@ impl PodRecord {
             ip: pod["status"]["podIP"].as_str().map(str::to_string),
             unready_since: unready_since(pod),
             changed_at: None,
+            dormant: boots_dormant(pod),
+            initialized: false,
         })
+    }
+
+    /// `pod_status` at `now`: a pod whose agent waits for `POST /api/init` is not yet ready for
+    /// its runtime, however ready its probes say it is.
+    pub fn status_at(&self, now: SystemTime, image_pull_grace: Duration) -> PodStatus {
+        match self.observation.status_at(now, image_pull_grace) {
+            PodStatus::Ready if self.awaits_init() => PodStatus::Running,
+            status => status,
+        }
+    }
+
+    /// Ready, its agent dormant until the service initialises it.
+    pub fn awaits_init(&self) -> bool {
+        self.dormant && !self.initialized && self.observation.status == PodStatus::Ready && !self.terminating
     }
 }
 

@@ -130,8 +130,8 @@ impl Runtime {
 
     /// `status` and `pod_status` with its pod as known at `now`.
     pub fn status_at(&self, pod: Option<&PodRecord>, config: &Config, now: SystemTime) -> (Status, PodStatus) {
-        let observation = pod.map_or(&NO_POD, |p| &p.observation);
-        let pod_status = observation.status_at(now, config.image_pull_grace);
+        let grace = config.image_pull_grace;
+        let pod_status = pod.map_or_else(|| NO_POD.status_at(now, grace), |p| p.status_at(now, grace));
         (self.status(pod_status), pod_status)
     }
 

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::names::session_host;
 use crate::pod_status::{PodObservation, PodRecord, PodStatus};
 use crate::runtime::{Desire, DesiredState, Runtime, RuntimeView, Status};
+use crate::warm::objects::WarmRuntime;
 
 #[derive(Default)]
 pub struct Store {
@@ -40,6 +41,10 @@ struct Inner {
     ready: bool,
     /// Places taken by starts and resumes still in flight.
     slots_held: usize,
+    /// Unclaimed runtimes of the warm pools, by id: no client sees them.
+    warm: HashMap<String, Arc<WarmRuntime>>,
+    /// Warm runtimes taken for a claim: never warm again, whatever a late event says.
+    claimed: HashSet<String>,
 }
 
 /// One runtime id's runtime (from its anchor) and pod (from the pod watch). Either may be known
@@ -66,6 +71,13 @@ impl Entry {
             runtime: self.runtime.clone()?,
             pod: self.pod.clone(),
         })
+    }
+
+    /// A warm runtime's: its pod Ready, its agent dormant.
+    fn can_be_claimed(&self) -> bool {
+        self.pod
+            .as_deref()
+            .is_some_and(|pod| pod.dormant && !pod.terminating && pod.observation.status == PodStatus::Ready)
     }
 
     /// Whether the service changed the runtime at or after `listed_at`: a list that began
@@ -173,7 +185,15 @@ impl Inner {
                     .pod
                     .as_deref()
                     .is_some_and(|pod| pod.uid == record.uid && ready(pod));
-                let record = Arc::new(record);
+                // A container that has not restarted keeps the agent the service initialised.
+                let same_container = |known: &PodRecord| {
+                    known.uid == record.uid && known.observation.restart_count == record.observation.restart_count
+                };
+                let initialized = entry
+                    .pod
+                    .as_deref()
+                    .is_some_and(|known| known.initialized && same_container(known));
+                let record = Arc::new(PodRecord { initialized, ..record });
                 if !was_ready && ready(&record) {
                     became_ready = Some(record.clone());
                 }
@@ -328,7 +348,9 @@ impl Store {
     /// Whether a runtime exists, or is being started.
     pub fn is_known(&self, runtime_id: &str) -> bool {
         let inner = self.lock();
-        inner.entries.get(runtime_id).is_some_and(|e| e.runtime.is_some()) || inner.starting.contains(runtime_id)
+        inner.entries.get(runtime_id).is_some_and(|e| e.runtime.is_some())
+            || inner.starting.contains(runtime_id)
+            || inner.warm.contains_key(runtime_id)
     }
 
     pub fn runtime(&self, runtime_id: &str) -> Option<Arc<Runtime>> {
@@ -438,6 +460,79 @@ impl Store {
             .collect()
     }
 
+    // ---- the warm pools ----
+
+    /// What the cluster says of a warm runtime's anchor: it is there (`Some`) or gone.
+    pub fn apply_warm(&self, runtime_id: &str, warm: Option<WarmRuntime>) {
+        let mut inner = self.lock();
+        match warm {
+            Some(warm) if !inner.claimed.contains(runtime_id) => {
+                inner.warm.insert(runtime_id.to_string(), Arc::new(warm));
+            }
+            _ => {
+                inner.warm.remove(runtime_id);
+            }
+        }
+    }
+
+    /// Every warm runtime the cluster has, from a list.
+    pub fn load_warm(&self, listed: Vec<WarmRuntime>) {
+        let mut inner = self.lock();
+        let claimed = std::mem::take(&mut inner.claimed);
+        inner.warm = listed
+            .into_iter()
+            .filter(|warm| !claimed.contains(&warm.id))
+            .map(|warm| (warm.id.clone(), Arc::new(warm)))
+            .collect();
+        inner.claimed = claimed;
+    }
+
+    /// The warm runtimes and their pods.
+    pub fn warm_runtimes(&self) -> Vec<(Arc<WarmRuntime>, Option<Arc<PodRecord>>)> {
+        let inner = self.lock();
+        inner
+            .warm
+            .values()
+            .map(|warm| {
+                let pod = inner.entries.get(&warm.id).and_then(|entry| entry.pod.clone());
+                (warm.clone(), pod)
+            })
+            .collect()
+    }
+
+    /// How many warm runtimes of `pool` a claim could take now.
+    pub fn ready_warm_pods(&self, pool: &str) -> usize {
+        let inner = self.lock();
+        inner
+            .warm
+            .values()
+            .filter(|warm| warm.pool == pool && inner.entries.get(&warm.id).is_some_and(Entry::can_be_claimed))
+            .count()
+    }
+
+    /// Takes the oldest warm runtime of `pool` whose agent is Ready and dormant, for a claim:
+    /// from now on it is no pool's.
+    pub fn take_warm(&self, pool: &str) -> Option<(Arc<WarmRuntime>, Arc<PodRecord>)> {
+        let mut inner = self.lock();
+        let (warm, pod) = inner
+            .warm
+            .values()
+            .filter(|warm| warm.pool == pool)
+            .filter_map(|warm| {
+                let entry = inner.entries.get(&warm.id).filter(|entry| entry.can_be_claimed())?;
+                Some((warm.clone(), entry.pod.clone()?))
+            })
+            .min_by(|(a, _), (b, _)| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)))?;
+        inner.warm.remove(&warm.id);
+        inner.claimed.insert(warm.id.clone());
+        Some((warm, pod))
+    }
+
+    /// A warm runtime the service deletes.
+    pub fn forget_warm(&self, runtime_id: &str) {
+        self.lock().warm.remove(runtime_id);
+    }
+
     // ---- what the service did ----
 
     /// A place for one more runtime not paused, if fewer than `cap` are (counting the places
@@ -510,6 +605,18 @@ impl Store {
     }
 
     /// Whether the runtime's pod vanished behind the service's back since this was last asked.
+    /// The agent of the runtime's pod `uid`, in its container that restarted `restart_count`
+    /// times, has its session's settings: the runtime may read `running`.
+    pub fn record_initialized(&self, runtime_id: &str, uid: &str, restart_count: u32) {
+        let mut inner = self.lock();
+        let Some(pod) = inner.entries.get_mut(runtime_id).and_then(|entry| entry.pod.as_mut()) else {
+            return;
+        };
+        if pod.uid == uid && pod.observation.restart_count == restart_count {
+            Arc::make_mut(pod).initialized = true;
+        }
+    }
+
     pub fn take_vanished_pod(&self, runtime_id: &str) -> bool {
         self.lock()
             .entries
@@ -564,6 +671,8 @@ mod tests {
             ip: None,
             unready_since: None,
             changed_at: None,
+            dormant: false,
+            initialized: false,
         }
     }
 

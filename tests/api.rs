@@ -445,6 +445,11 @@ fn bad_configuration_stops_startup_naming_the_variable() {
         ("SERVER_PORT", "eighty", "SERVER_PORT"),
         ("SANDBOX_ENV", "not json", "SANDBOX_ENV"),
         ("IMAGE_PULL_GRACE", "soon", "IMAGE_PULL_GRACE"),
+        (
+            "WARM_POOLS",
+            r#"[{"name": "v1", "size": 2, "request": {"resource_factor": 40}}]"#,
+            "WARM_POOLS: pool 1: v1: request: resource_factor",
+        ),
         ("KUBE_API_URL", "localhost:6443", "KUBE_API_URL"),
         (
             "REGISTRY_CA_FILE",

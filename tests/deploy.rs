@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::agent_stand_in::AgentStandIn;
 use support::deploy::{self, parse_documents, permission_of, role_permissions};
 use support::schema::assert_valid;
 use support::{FakeKube, Fault, FaultRule, Service};
@@ -126,11 +127,14 @@ fn the_deployment_is_one_hardened_replica() {
 }
 
 /// Runs every kind of call the service makes: start (with a workspace volume and a network
-/// policy), a create whose answer is lost for each kind (read back), pause, resume, stop,
-/// a restart (recovery), watches, the orphan sweep, and `/image_exists` (pull secrets).
+/// policy), a create whose answer is lost for each kind (read back), a warm pod minted and
+/// claimed, pause, resume, stop, a restart (recovery), watches, the orphan sweep, and
+/// `/image_exists` (pull secrets).
 #[test]
 fn the_role_grants_exactly_what_the_service_calls() {
-    let fake = FakeKube::start();
+    let fake = FakeKube::builder().pod_ip("127.0.0.1").start();
+    let agents = AgentStandIn::start();
+    let port = agents.port.to_string();
     let service = Service::start(
         &fake,
         &[
@@ -138,8 +142,14 @@ fn the_role_grants_exactly_what_the_service_calls() {
             ("ORPHAN_SWEEP_INTERVAL", "1s"),
             ("IMAGE_PULL_SECRETS", "regcred"),
             ("INSECURE_REGISTRIES", "127.0.0.1:9"),
+            ("AGENT_SERVER_PORT", &port),
+            ("WARM_POOLS", r#"[{"name": "any", "size": 1, "request": {}}]"#),
         ],
     );
+    service.wait_warm_pool("any", 1, Duration::from_secs(10));
+    let claimed = service.post("/start", &json!({"session_id": "warm"})).body;
+    assert_eq!(claimed["status"], "running", "claimed: {claimed:#}");
+    service.wait_warm_pool("any", 1, Duration::from_secs(10));
     for kind in [
         "/secrets",
         "/persistentvolumeclaims",

@@ -338,7 +338,12 @@ impl<'a> Api<'a> {
                         runtimes[index] += 1;
                     }
                 }
-                let text = controller.metrics().render(runtimes, controller.kube().calls());
+                let pools: Vec<(&str, usize)> = config
+                    .warm_pools
+                    .iter()
+                    .map(|pool| (pool.name.as_str(), store.ready_warm_pods(&pool.name)))
+                    .collect();
+                let text = controller.metrics().render(runtimes, &pools, controller.kube().calls());
                 Ok(Reply {
                     code: 200,
                     body: Body::Bytes(text.into_bytes()),

@@ -1,10 +1,12 @@
 //! The work the service does on its own, for as long as it runs: it rebuilds the store from
 //! the cluster (recovery), keeps it true to the cluster (two watches), keeps the cluster true to
 //! what each runtime is asked to be (convergence), removes what a runtime left behind (the
-//! orphan sweep), and pauses or stops runtimes left idle, stuck or paused too long (lifecycle).
+//! orphan sweep), pauses or stops runtimes left idle, stuck or paused too long (lifecycle), and
+//! keeps the warm pools full (pools).
 
 mod converge;
 mod lifecycle;
+mod pools;
 mod recovery;
 mod watches;
 
@@ -37,6 +39,8 @@ pub fn keep_state(controller: &Arc<Controller>) {
     thread::spawn(move || watches::follow_anchors(&anchors, recovered.anchors_version));
     let tended = controller.clone();
     thread::spawn(move || lifecycle::tend(&tended));
+    let pooled = controller.clone();
+    thread::spawn(move || pools::tend(&pooled));
 
     let sweep_interval = controller.config().orphan_sweep_interval;
     let mut last_sweep = Instant::now();

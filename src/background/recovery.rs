@@ -12,6 +12,7 @@ use crate::manifests;
 use crate::object::{self, MANAGED_SELECTOR};
 use crate::pod_status::PodRecord;
 use crate::runtime::Runtime;
+use crate::warm::objects::{self, WarmRuntime};
 
 /// Where the two watches start: the resourceVersions of the lists recovery read.
 pub(super) struct Recovered {
@@ -25,6 +26,8 @@ struct Labelled {
     name: String,
     runtime_id: String,
     being_deleted: bool,
+    /// Still marked as a warm pool's.
+    warm: bool,
 }
 
 impl Labelled {
@@ -34,6 +37,7 @@ impl Labelled {
             name: object::name(object)?.to_string(),
             runtime_id: object::runtime_id(object)?.to_string(),
             being_deleted: object::is_being_deleted(object),
+            warm: objects::pool_of(object).is_some(),
         })
     }
 }
@@ -42,14 +46,38 @@ impl Labelled {
 /// runtimes are left alone, never taken for orphans.
 struct Anchors {
     runtimes: HashMap<String, Runtime>,
+    /// The warm pools' unclaimed runtimes.
+    warm: Vec<WarmRuntime>,
     unreadable: HashSet<String>,
     resource_version: String,
 }
 
 impl Anchors {
     fn has(&self, runtime_id: &str) -> bool {
-        self.runtimes.contains_key(runtime_id) || self.unreadable.contains(runtime_id)
+        self.runtimes.contains_key(runtime_id)
+            || self.unreadable.contains(runtime_id)
+            || self.warm.iter().any(|warm| warm.id == runtime_id)
     }
+}
+
+/// What an anchor is: a runtime's, or a warm pool's unclaimed runtime's.
+enum Anchored {
+    Runtime(Runtime),
+    Warm(WarmRuntime),
+}
+
+/// Reads an anchor; the error names the anchor and why, for the log.
+fn read_anchor(anchor: &serde_json::Value) -> Result<Anchored, String> {
+    let read = match objects::pool_of(anchor) {
+        Some(_) => objects::from_anchor(anchor).map(Anchored::Warm),
+        None => manifests::runtime_from_anchor(anchor).map(Anchored::Runtime),
+    };
+    read.map_err(|why| {
+        format!(
+            "the anchor {} cannot be read ({why})",
+            object::name(anchor).unwrap_or_default()
+        )
+    })
 }
 
 /// Rebuilds the store from the cluster: every runtime, running or paused, from its anchor, and
@@ -72,6 +100,12 @@ pub(super) fn recover(controller: &Controller) -> Result<Recovered, KubeError> {
         &|id| anchors.has(id),
     );
     create_missing(controller, &owned, anchors.runtimes.values())?;
+    let pods_and_owned = pods
+        .items
+        .iter()
+        .map(|(pod, _)| pod)
+        .chain(owned.iter().flat_map(|(_, objects)| objects));
+    finish_claims(controller, pods_and_owned, &anchors.runtimes)?;
 
     let records = pods
         .items
@@ -79,6 +113,7 @@ pub(super) fn recover(controller: &Controller) -> Result<Recovered, KubeError> {
         .filter_map(|(pod, record)| Some((pod.runtime_id, record?)))
         .collect();
     let count = anchors.runtimes.len();
+    controller.store().load_warm(anchors.warm);
     controller
         .store()
         .load(anchors.runtimes.into_values().collect(), listed_at, records);
@@ -121,22 +156,23 @@ fn list_anchors(controller: &Controller) -> Result<Anchors, KubeError> {
             if object::is_being_deleted(&anchor) {
                 return None;
             }
-            Some(manifests::runtime_from_anchor(&anchor).map_err(|why| {
-                let name = object::name(&anchor).unwrap_or_default();
-                log::error!("the anchor {name} cannot be read ({why}); leaving its runtime alone");
+            Some(read_anchor(&anchor).map_err(|why| {
+                log::error!("{why}; leaving its runtime alone");
                 object::runtime_id(&anchor).map(str::to_string)
             }))
         })?;
     let mut anchors = Anchors {
         runtimes: HashMap::new(),
+        warm: Vec::new(),
         unreadable: HashSet::new(),
         resource_version: listed.resource_version,
     };
     for read in listed.items {
         match read {
-            Ok(runtime) => {
+            Ok(Anchored::Runtime(runtime)) => {
                 anchors.runtimes.insert(runtime.id.clone(), runtime);
             }
+            Ok(Anchored::Warm(warm)) => anchors.warm.push(warm),
             Err(runtime_id) => anchors.unreadable.extend(runtime_id),
         }
     }
@@ -161,6 +197,28 @@ fn create_missing<'a>(
     Ok(())
 }
 
+/// A claim interrupted by a crash left a claimed runtime's pod or policy marked as warm: the
+/// pod is labelled with its session, the policy becomes the runtime's (what the anchor already
+/// says). The missing Service and Ingress are `create_missing`'s.
+fn finish_claims<'a>(
+    controller: &Controller,
+    objects: impl Iterator<Item = &'a Labelled>,
+    runtimes: &HashMap<String, Runtime>,
+) -> Result<(), KubeError> {
+    for labelled in objects.filter(|o| o.warm && !o.being_deleted) {
+        let Some(runtime) = runtimes.get(&labelled.runtime_id) else {
+            continue;
+        };
+        log::info!(
+            "runtime {}: finishing the claim of its {}",
+            runtime.id,
+            labelled.resource.plural()
+        );
+        controller.finish_claim_of(labelled.resource, runtime)?;
+    }
+    Ok(())
+}
+
 /// Every labelled object of `resource`, as recovery and the sweep need it.
 fn list_labelled(controller: &Controller, resource: Resource) -> Result<Vec<Labelled>, KubeError> {
     let listed = controller
@@ -181,6 +239,7 @@ fn delete_orphans<'a>(
         name,
         runtime_id,
         being_deleted,
+        ..
     } in objects
     {
         if *being_deleted || has_anchor(runtime_id) || controller.store().is_known(runtime_id) {

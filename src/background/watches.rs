@@ -12,7 +12,9 @@ use crate::kube::{KubeError, Resource, WatchEvent};
 use crate::manifests;
 use crate::object::{self, MANAGED_SELECTOR};
 use crate::pod_status::PodRecord;
+use crate::runtime::Desire;
 use crate::store::{AnchorEvent, PodEvent};
+use crate::warm::objects::{self, WarmRuntime};
 
 /// How long one watch runs before the API server ends it and it is started again.
 const WATCH_DURATION: Duration = Duration::from_secs(300);
@@ -137,6 +139,11 @@ fn apply_anchor_event(controller: &Controller, event: WatchEvent) {
     let Some(runtime_id) = object::runtime_id(anchor) else {
         return;
     };
+    if objects::pool_of(anchor).is_some() {
+        let warm = objects::from_anchor(anchor).ok().filter(|_| !gone);
+        controller.store().apply_warm(runtime_id, warm);
+        return;
+    }
     let event = if gone {
         AnchorEvent::Gone
     } else {
@@ -166,12 +173,38 @@ fn relist_anchors(controller: &Controller) -> Result<String, KubeError> {
     let anchors = controller
         .kube()
         .list_kept(Resource::Secrets, MANAGED_SELECTOR, |anchor| {
-            let desired = manifests::desire_of(&anchor).filter(|_| !object::is_being_deleted(&anchor))?;
-            Some((object::runtime_id(&anchor)?.to_string(), desired))
+            if object::is_being_deleted(&anchor) {
+                return None;
+            }
+            match objects::pool_of(&anchor) {
+                Some(_) => objects::from_anchor(&anchor)
+                    .ok()
+                    .map(|warm| Listed::Warm(Box::new(warm))),
+                None => Some(Listed::Desired(
+                    object::runtime_id(&anchor)?.to_string(),
+                    manifests::desire_of(&anchor)?,
+                )),
+            }
         })?;
-    let desired: HashMap<_, _> = anchors.items.into_iter().collect();
+    let mut desired = HashMap::new();
+    let mut warm = Vec::new();
+    for listed in anchors.items {
+        match listed {
+            Listed::Desired(runtime_id, desire) => {
+                desired.insert(runtime_id, desire);
+            }
+            Listed::Warm(runtime) => warm.push(*runtime),
+        }
+    }
+    controller.store().load_warm(warm);
     for runtime_id in controller.store().apply_anchor_list(listed_at, &desired) {
         log::info!("runtime {runtime_id}: its anchor is gone; garbage collection removes the rest");
     }
     Ok(anchors.resource_version)
+}
+
+/// What a relist keeps of an anchor.
+enum Listed {
+    Desired(String, Desire),
+    Warm(Box<WarmRuntime>),
 }

@@ -399,7 +399,8 @@ impl Cluster {
         self.resource_version.to_string()
     }
 
-    /// Pods whose image contains `image_part` live out `fate` (the first matching rule wins).
+    /// Pods whose image contains `image_part` (or, for `label=value`, with that label) live out
+    /// `fate` (the first matching rule wins).
     pub fn add_rule(&mut self, image_part: &str, fate: PodFate) {
         self.rules.push((image_part.to_string(), fate));
     }
@@ -564,10 +565,14 @@ impl Cluster {
         apply_defaults(rt, &mut object);
         if rt.plural == "pods" {
             let image = object["spec"]["containers"][0]["image"].as_str().unwrap_or_default();
+            let labels = &object["metadata"]["labels"];
             let fate = self
                 .rules
                 .iter()
-                .find(|(part, _)| image.contains(part.as_str()))
+                .find(|(part, _)| match part.split_once('=') {
+                    Some((label, value)) => labels[label] == value,
+                    None => image.contains(part.as_str()),
+                })
                 .map(|(_, fate)| fate.clone())
                 .unwrap_or(if self.runs_agents && super::node::is_agent_server_image(image) {
                     PodFate::Runs

@@ -417,7 +417,8 @@ impl FakeKube {
         deleted
     }
 
-    /// Pods whose image contains `image_part` live out `fate` (the default is `Ready`).
+    /// Pods whose image contains `image_part` (or, for `label=value`, with that label) live out
+    /// `fate` (the default is `Ready`).
     pub fn kubelet_rule(&self, image_part: &str, fate: PodFate) {
         self.shared.lock().cluster.add_rule(image_part, fate);
     }

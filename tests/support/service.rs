@@ -267,6 +267,33 @@ impl Service {
         }
     }
 
+    /// A text answer (`/metrics`).
+    pub fn text(&self, path: &str) -> String {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response.body_mut().read_to_string().unwrap_or_default()
+    }
+
+    /// Waits until warm pool `pool` has `ready` Ready warm pods, as `/metrics` reports them.
+    pub fn wait_warm_pool(&self, pool: &str, ready: usize, patience: Duration) {
+        let line = format!("openhands_warm_pool_ready{{pool=\"{pool}\"}} {ready}\n");
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let metrics = self.text("/metrics");
+            if metrics.contains(&line) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pool {pool} never had {ready} Ready: {metrics}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn get(&self, path: &str) -> Answer {
         self.call("GET", path, None)
     }
