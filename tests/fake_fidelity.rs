@@ -468,3 +468,24 @@ fn owners_and_dependents_follow_the_propagation_policy() {
     dependent("bg-late", &background);
     assert!(fake.wait_for(wait, |c| c.object("services", "bg-late").is_none()));
 }
+
+/// A Ready pod is left alone, as the kubelet leaves it, also when the fake reports another
+/// pod address (a benchmark's agent stand-in): no write without a change.
+#[test]
+fn a_ready_pod_is_not_rewritten_tick_after_tick() {
+    let fake = FakeKube::builder().pod_ip("127.0.0.1").start();
+    assert_eq!(post(&fake, PODS, &web_pod()).code, 201);
+    let ready = |pod: &Value| {
+        pod["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    };
+    let pod = fake
+        .wait_for_object("pods", "web-1", std::time::Duration::from_secs(5), |pod| ready(pod))
+        .expect("Ready");
+    assert_eq!(pod["status"]["podIP"], "127.0.0.1");
+    // Ten ticks of the controllers.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let later = fake.object("pods", "web-1").unwrap();
+    assert_eq!(later["metadata"]["resourceVersion"], pod["metadata"]["resourceVersion"]);
+}

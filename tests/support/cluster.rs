@@ -995,13 +995,16 @@ impl Cluster {
                 continue;
             }
             let mut pod = self.objects[&key].clone();
-            if kubelet::advance(&mut pod, progress, now) {
-                if let Some(ip) = &self.pod_ip
-                    && pod["status"]["podIP"].is_string()
-                {
+            let mut advanced = kubelet::advance(&mut pod, progress, now);
+            if advanced && let Some(ip) = &self.pod_ip {
+                if pod["status"]["podIP"].is_string() {
                     pod["status"]["podIP"] = json!(ip);
                     pod["status"]["podIPs"] = json!([{"ip": ip}]);
                 }
+                // The kubelet's own address differs from the one written: no change by itself.
+                advanced = pod != self.objects[&key];
+            }
+            if advanced {
                 let rt = &RESOURCES[0];
                 self.check_own(rt, &pod);
                 self.put(key, pod);
