@@ -215,8 +215,13 @@ fn kind_index(kind: StartKind) -> usize {
 impl Metrics {
     /// A runtime was started or resumed: counted, and timed until it first reads `running`.
     pub fn started(&self, runtime_id: &str, kind: StartKind) {
+        self.started_at(runtime_id, kind, Instant::now());
+    }
+
+    /// A start whose request arrived at `at` (a claim is known to be one only once it is done).
+    pub fn started_at(&self, runtime_id: &str, kind: StartKind, at: Instant) {
         self.starts[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
-        lock(&self.awaiting_running).insert(runtime_id.to_string(), (kind, Instant::now()));
+        lock(&self.awaiting_running).insert(runtime_id.to_string(), (kind, at));
     }
 
     /// A runtime's pod turned ready: the time since its start or resume, if one is awaited.
@@ -374,6 +379,7 @@ mod tests {
         metrics.running("r1");
         metrics.running("never-started");
         let text = metrics.render([0, 1, 0, 0], &[("v1", 2)], &KubeCalls::default());
+        assert!(text.contains("openhands_warm_pool_ready{pool=\"v1\"} 2\n"), "{text}");
         assert!(
             text.contains("openhands_runtime_starts_total{kind=\"cold\"} 1\n"),
             "{text}"

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::Service;
+use support::agent_stand_in::AgentStandIn;
 use support::control_plane::{ControlPlane, control_plane, running_status};
 
 const KINDS: [(&str, &str); 6] = [
@@ -447,4 +448,74 @@ fn every_sandbox_pod_passes_baseline_pod_security_and_restricted_refuses_them() 
         labelled(cp, restricted, "app.kubernetes.io/managed-by=openhands-k8s-runtime").is_empty()
     });
     assert_never_forbidden(&service);
+}
+
+/// A warm pod minted and claimed against the real API server, on the Role as shipped: the
+/// claim's guarded anchor patch, the labels taken off and put on, the policy turned into the
+/// runtime's, and the Service and Ingress created; the pool mints the next one.
+#[test]
+fn a_warm_pod_is_minted_and_claimed_on_the_real_api_server() {
+    let agents = AgentStandIn::start();
+    let port = agents.port.to_string();
+    let pools = r#"[{"name": "any", "size": 1, "request": {}}]"#;
+    let ns = "warm";
+    let Some((cp, _turn, service)) = installed_service(ns, &[("WARM_POOLS", pools), ("AGENT_SERVER_PORT", &port)])
+    else {
+        return;
+    };
+    let warm_pods = || {
+        cp.items(&format!(
+            "/api/v1/namespaces/{ns}/pods?labelSelector=openhands.dev/warm-pool%3Dany"
+        ))
+    };
+    cp.wait_for("a warm pod", || warm_pods().len() == 1);
+    let pod = warm_pods()[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let mut status = running_status(true);
+    status["podIP"] = json!("127.0.0.1");
+    cp.set_pod_status(ns, &pod, status);
+    service.wait_warm_pool("any", 1, Duration::from_secs(30));
+
+    let claimed = service.post("/start", &json!({"session_id": "Warm-1"}));
+    assert_eq!(
+        (claimed.code, claimed.body["status"].as_str()),
+        (201, Some("running")),
+        "{:#}",
+        claimed.body
+    );
+    assert_eq!(name(&claimed.body), pod, "the warm runtime was claimed");
+    let init = agents
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST" && c.path == "/api/init")
+        .expect("an init");
+    assert_eq!(init.init_key.as_deref(), claimed.body["session_api_key"].as_str());
+    assert_eq!(init.body["session_api_keys"], json!([claimed.body["session_api_key"]]));
+
+    let object = |kind: &str| cp.get(&format!("{}/namespaces/{ns}/{kind}/{pod}", group_of(kind))).body;
+    let anchor = object("secrets");
+    assert!(anchor["metadata"]["labels"].get("openhands.dev/warm-pool").is_none());
+    assert_eq!(anchor["metadata"]["annotations"]["openhands.dev/claimed-from"], "any");
+    assert_eq!(anchor["metadata"]["annotations"]["openhands.dev/session-id"], "Warm-1");
+    for kind in ["pods", "networkpolicies", "services", "ingresses"] {
+        let labels = &object(kind)["metadata"]["labels"];
+        assert_eq!(labels["session-id"], "Warm-1", "{kind}");
+        assert!(labels.get("openhands.dev/warm-pool").is_none(), "{kind}");
+    }
+    assert_eq!(
+        object("networkpolicies")["spec"]["policyTypes"],
+        json!(["Ingress", "Egress"])
+    );
+    // The runtime is an ordinary one, and the pool has a new warm pod.
+    assert_eq!(service.get("/list").body["runtimes"].as_array().unwrap().len(), 1);
+    cp.wait_for("the next warm pod", || {
+        warm_pods().iter().any(|p| p["metadata"]["name"] != pod.as_str())
+    });
+    assert_never_forbidden(&service);
+}
+
+fn group_of(kind: &str) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(_, k)| *k == kind)
+        .map_or("/api/v1", |(group, _)| group)
 }

@@ -58,18 +58,19 @@ fn pools(pools: &[(&str, usize, &Value)]) -> String {
     Value::Array(pools).to_string()
 }
 
-fn warm_bed(versions: &[&str], pools_json: &str) -> Option<Bed> {
-    bed_with(
-        versions,
-        &[
-            ("WARM_POOLS", pools_json),
-            ("RUNTIME_CLASS_MAP", r#"{"sysbox-runc": ""}"#),
-        ],
-    )
-}
-
 fn wait_pool(bed: &Bed, pool: &str, ready: usize) {
     bed.service.wait_warm_pool(pool, ready, BOOT);
+}
+
+/// A bed whose pool `name` keeps one warm pod booted from `request`, Ready.
+fn bed_with_pool(version: &str, name: &str, request: &Value) -> Option<Bed> {
+    let pools = pools(&[(name, 1, request)]);
+    let bed = bed_with(
+        &[version],
+        &[("WARM_POOLS", &pools), ("RUNTIME_CLASS_MAP", r#"{"sysbox-runc": ""}"#)],
+    )?;
+    wait_pool(&bed, name, 1);
+    Some(bed)
 }
 
 /// The ids of the warm (unclaimed) runtimes of `pool`, from their anchors.
@@ -93,10 +94,9 @@ fn a_real_client_claims_a_warm_sandbox(version: &str, client: &str) {
     } else {
         sdk_request(version)
     };
-    let Some(bed) = warm_bed(&[version], &pools(&[(client, 1, &request)])) else {
+    let Some(bed) = bed_with_pool(version, client, &request) else {
         return;
     };
-    wait_pool(&bed, client, 1);
     let warm = warm_ids(&bed, client);
     let session = format!("{client}-{}", version.replace('.', "-"));
     let body = with_session(&request, &session, json!({"GITHUB_TOKEN": "for this session only"}));
@@ -108,6 +108,15 @@ fn a_real_client_claims_a_warm_sandbox(version: &str, client: &str) {
         (Some("running"), Some("ready"))
     );
     assert_eq!(runtime["runtime_id"], warm[0], "the warm runtime was claimed");
+    let metrics = bed.service.text("/metrics");
+    assert!(
+        metrics.contains("openhands_runtime_starts_total{kind=\"warm\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("openhands_runtime_ready_seconds_count{kind=\"warm\"} 1\n"),
+        "{metrics}"
+    );
 
     assert_eq!(
         bed.output_of(&runtime, "echo \"$GITHUB_TOKEN\""),
@@ -160,10 +169,9 @@ fn the_sdk_claims_a_warm_sandbox_of_agent_1_58() {
 fn exhausted_pools_and_requests_that_do_not_match_start_cold() {
     let version = VERSIONS[0];
     let request = sdk_request(version);
-    let Some(bed) = warm_bed(&[version], &pools(&[("sdk", 1, &request)])) else {
+    let Some(bed) = bed_with_pool(version, "sdk", &request) else {
         return;
     };
-    wait_pool(&bed, "sdk", 1);
     let warm = bed.service.post("/start", &with_session(&request, "first", json!({})));
     assert_eq!(warm.body["status"], "running", "{:#}", warm.body);
     // The pool's next pod is still booting: this one starts cold.
@@ -202,10 +210,9 @@ fn exhausted_pools_and_requests_that_do_not_match_start_cold() {
 fn a_claimed_pod_whose_container_restarts_is_initialised_again() {
     let version = VERSIONS[1];
     let request = v1_request(version);
-    let Some(bed) = warm_bed(&[version], &pools(&[("v1", 1, &request)])) else {
+    let Some(bed) = bed_with_pool(version, "v1", &request) else {
         return;
     };
-    wait_pool(&bed, "v1", 1);
     let body = with_session(&request, "phoenix", json!({"GITHUB_TOKEN": "mine"}));
     let runtime = bed.service.post("/start", &body).body;
     assert_eq!(runtime["status"], "running", "{runtime:#}");
@@ -227,10 +234,9 @@ fn a_claimed_pod_whose_container_restarts_is_initialised_again() {
 fn a_warm_pod_deleted_behind_the_service_s_back_is_replaced() {
     let version = VERSIONS[0];
     let request = sdk_request(version);
-    let Some(bed) = warm_bed(&[version], &pools(&[("sdk", 1, &request)])) else {
+    let Some(bed) = bed_with_pool(version, "sdk", &request) else {
         return;
     };
-    wait_pool(&bed, "sdk", 1);
     let before = warm_ids(&bed, "sdk");
     assert!(bed.fake.delete_by_operator("pods", &format!("runtime-{}", before[0])));
     assert!(bed.fake.wait_for(BOOT, |view| {
@@ -249,7 +255,7 @@ fn a_warm_pod_deleted_behind_the_service_s_back_is_replaced() {
 fn a_claim_interrupted_by_a_crash_at_any_step_ends_running() {
     let version = VERSIONS[0];
     let request = sdk_request(version);
-    let Some(bed) = warm_bed(&[version], &pools(&[("sdk", 1, &request)])) else {
+    let Some(bed) = bed_with_pool(version, "sdk", &request) else {
         return;
     };
     // After the anchor was written (the pod not yet labelled); after the agent was

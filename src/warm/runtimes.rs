@@ -58,6 +58,7 @@ impl Controller {
             return Claim::Cold(slot);
         };
         let _claiming = self.store().begin_start(&warm.id);
+        let began = Instant::now();
         match self.claim(&warm, &pod, request) {
             Ok(runtime) => {
                 let view = runtime.view(Some(&pod_initialized(&pod)), config, SystemTime::now());
@@ -67,7 +68,7 @@ impl Controller {
                     pool.name,
                     request.session_id
                 );
-                self.metrics().started(&runtime.id, StartKind::Warm);
+                self.metrics().started_at(&runtime.id, StartKind::Warm, began);
                 self.metrics().running(&runtime.id);
                 self.store().record_started(runtime, Some(pod_initialized(&pod)), slot);
                 Claim::Claimed(Box::new(view))
