@@ -24,8 +24,14 @@ pub struct AgentStandIn {
 }
 
 impl AgentStandIn {
-    /// Agents that are dormant until initialised once (all pods share the one stand-in).
+    /// Agents that are dormant and take their init (all pods share the one stand-in).
     pub fn start() -> AgentStandIn {
+        AgentStandIn::answering_init(200)
+    }
+
+    /// Agents whose `POST /api/init` answers `code` (500: its services failed to start, and it
+    /// rolled back to dormant).
+    pub fn answering_init(code: u16) -> AgentStandIn {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("an agent stand-in"));
         let port = server.server_addr().to_ip().expect("an address").port();
         let calls: Arc<Mutex<Vec<AgentCall>>> = Arc::default();
@@ -45,13 +51,18 @@ impl AgentStandIn {
                             .map(|h| h.value.to_string()),
                         body: serde_json::from_str(&text).unwrap_or(Value::Null),
                     };
-                    let answer = match (call.method.as_str(), call.path.as_str()) {
-                        ("GET", "/api/init") => json!({"state": "dormant", "error": null}),
-                        ("POST", "/api/init") => json!({"state": "ready", "error": null}),
-                        _ => json!({"uptime": 10.0, "idle_time": 1.0, "runtime_idle_timeout_seconds": null}),
+                    let (status, answer) = match (call.method.as_str(), call.path.as_str()) {
+                        ("GET", "/api/init") => (200, json!({"state": "dormant", "error": null})),
+                        ("POST", "/api/init") if code == 200 => (200, json!({"state": "ready", "error": null})),
+                        ("POST", "/api/init") => (code, json!({"detail": "RuntimeError: the services did not start"})),
+                        _ => (
+                            200,
+                            json!({"uptime": 10.0, "idle_time": 1.0, "runtime_idle_timeout_seconds": null}),
+                        ),
                     };
                     calls.lock().expect("the calls").push(call);
-                    let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
+                    let response = tiny_http::Response::from_string(answer.to_string()).with_status_code(status);
+                    let _ = request.respond(response);
                 }
             });
         }

@@ -267,6 +267,22 @@ impl Service {
         }
     }
 
+    /// Waits until the service logs a line containing `text`; returns the line.
+    pub fn wait_for_log(&self, text: &str, patience: Duration) -> String {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(line) = self.log().lines().find(|line| line.contains(text)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service never logged {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A text answer (`/metrics`).
     pub fn text(&self, path: &str) -> String {
         let mut response = self
