@@ -163,6 +163,48 @@ fn the_sdk_claims_a_warm_sandbox_of_agent_1_58() {
     a_real_client_claims_a_warm_sandbox(VERSIONS[0], "sdk");
 }
 
+/// The agent of a claimed warm pod posts to the webhook URL of the request (delivered at
+/// init, not at boot) with the session's key, as a cold one would.
+#[test]
+fn a_claimed_sandbox_posts_to_the_request_s_webhook() {
+    let version = VERSIONS[1];
+    let request = v1_request(version);
+    let mut pool_request = request.clone();
+    pool_request["environment"]
+        .as_object_mut()
+        .unwrap()
+        .remove("OH_WEBHOOKS_0_BASE_URL");
+    let Some(bed) = bed_with_pool(version, "v1", &pool_request) else {
+        return;
+    };
+    // The app server: every address of 127.0.0.0/8 reaches it (the agent's loopback calls go
+    // out from its pod's address).
+    let app_server = tiny_http::Server::http("0.0.0.0:0").unwrap();
+    let port = app_server.server_addr().to_ip().unwrap().port();
+    let webhooks = format!("http://127.0.0.1:{port}/api/v1/webhooks");
+    let body = with_session(&request, "hooked", json!({"OH_WEBHOOKS_0_BASE_URL": webhooks}));
+    let runtime = bed.service.post("/start", &body).body;
+    assert_eq!(runtime["status"], "running", "{runtime:#}");
+    let key = runtime["session_api_key"].as_str().unwrap();
+    let conversation = json!({
+        "agent": {"kind": "Agent", "llm": {"model": "gpt-4o-mini", "api_key": "not-used", "usage_id": "agent"}, "tools": []},
+        "workspace": {"working_dir": "/tmp"},
+    });
+    let (code, answer) = bed.post_to_agent(&runtime, key, "/api/conversations", &conversation);
+    assert!(matches!(code, 200 | 201), "{code}: {answer:#}");
+    let posted = app_server.recv_timeout(BOOT).unwrap().expect("a webhook call");
+    assert_eq!(
+        (posted.method().as_str(), posted.url()),
+        ("POST", "/api/v1/webhooks/conversations")
+    );
+    let sent_key = posted
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("X-Session-API-Key"))
+        .map(|h| h.value.to_string());
+    assert_eq!(sent_key.as_deref(), Some(key));
+}
+
 /// An exhausted pool starts the request cold, and so does a request that differs in what the
 /// agent reads at boot; the pool refills; warm runtimes are never listed.
 #[test]

@@ -79,15 +79,25 @@ impl Bed {
 
     /// `POST {url}/api/bash/execute_bash_command` as a client would, through the ingress.
     pub fn run_command(&self, runtime: &Value, key: &str, command: &str) -> (u16, Value) {
+        self.post_to_agent(
+            runtime,
+            key,
+            "/api/bash/execute_bash_command",
+            &json!({"command": command}),
+        )
+    }
+
+    /// `POST {url}{path}` with `body` and the session key `key`, through the ingress.
+    pub fn post_to_agent(&self, runtime: &Value, key: &str, path: &str, body: &Value) -> (u16, Value) {
         let url = runtime["url"].as_str().expect("a url");
         let host = url.trim_start_matches("http://");
         let mut answer = self
             .http
-            .post(format!("{}/api/bash/execute_bash_command", self.ingress.url()))
+            .post(format!("{}{path}", self.ingress.url()))
             .header("Host", host)
             .header("X-Session-API-Key", key)
             .header("Content-Type", "application/json")
-            .send(json!({"command": command}).to_string())
+            .send(body.to_string())
             .expect("the ingress answers");
         let code = answer.status().as_u16();
         let text = answer.body_mut().read_to_string().unwrap_or_default();
