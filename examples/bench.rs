@@ -1,5 +1,6 @@
 //! The benchmark: the release binary of the service against the fake API server, at 100, 1,000
-//! and 5,000 runtimes. Prints one Markdown table of figures and PASS/FAIL per target.
+//! and 5,000 runtimes, with a warm pool of 10 pods Ready throughout (which its starts do not
+//! match). Prints one Markdown table of figures and PASS/FAIL per target.
 //!
 //! ```sh
 //! cargo run --release --example bench                      # the full run (a few minutes)
@@ -31,6 +32,10 @@ const CONCURRENCY: [usize; 3] = [1, 8, 32];
 const IDLE_CHECK_INTERVAL_SECS: u32 = 30;
 const IDLE_CHECK_INTERVAL: &str = "30s";
 const MIB: f64 = 1024.0 * 1024.0;
+/// A pool of 10 warm pods Ready throughout, which the bench's starts do not match (they stay
+/// cold): what a pool costs everything else.
+const WARM_POOL_SIZE: usize = 10;
+const WARM_POOLS: &str = r#"[{"name": "bench", "size": 10, "request": {"environment": {"LOG_JSON": "true"}}}]"#;
 
 struct Options {
     levels: Vec<usize>,
@@ -109,6 +114,7 @@ fn start_service(binary: &Path, fake: &FakeKube, dir: &Path, agent_port: u16) ->
         ("RUST_LOG", "info".to_string()),
         ("AGENT_SERVER_PORT", agent_port.to_string()),
         ("IDLE_CHECK_INTERVAL", IDLE_CHECK_INTERVAL.to_string()),
+        ("WARM_POOLS", WARM_POOLS.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -335,6 +341,17 @@ fn main() {
     let agent_port = agents.server_addr().to_ip().expect("an address").port();
     let mut service = start_service(&binary, &fake, &dir, agent_port);
     let reads = agent();
+    let pool_ready = || {
+        let metrics = String::from_utf8_lossy(&call(&reads, &format!("{}/metrics", service.url), None)).into_owned();
+        metrics.contains(&format!(
+            "openhands_warm_pool_ready{{pool=\"bench\"}} {WARM_POOL_SIZE}\n"
+        ))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pool_ready() {
+        assert!(Instant::now() < deadline, "the warm pool never filled");
+        thread::sleep(Duration::from_millis(50));
+    }
     // Let the watches and the first convergence settle before the idle figure.
     thread::sleep(Duration::from_millis(500));
     let rss_idle = service.rss_mib();
@@ -439,6 +456,7 @@ fn main() {
     }
     let rss_max = service.rss_mib();
 
+    let pool_still_full = pool_ready();
     // One idle-check round over every running runtime, the agents answering at once.
     eprintln!("bench: waiting for an idle-check round at {started} runtimes");
     let (agents_asked, idle_round_took, idle_round_kube_calls) = idle_round(&asked, &fake);
@@ -549,6 +567,15 @@ fn main() {
         out,
         "| one idle-check round: {agents_asked} agents asked `/server_info` (stand-in, none idle) | {} ms, {idle_round_kube_calls} Kubernetes calls |",
         ms(idle_round_took)
+    );
+    let _ = writeln!(
+        out,
+        "| a warm pool of {WARM_POOL_SIZE} Ready throughout every measurement (the starts do not match it) | {} |",
+        if pool_still_full {
+            "full at the end"
+        } else {
+            "NOT full at the end"
+        }
     );
     let _ = writeln!(
         out,
