@@ -87,6 +87,21 @@ impl Bed {
         )
     }
 
+    /// `GET {url}{path}` with the session key `key`, through the ingress.
+    pub fn get_from_agent(&self, runtime: &Value, key: &str, path: &str) -> (u16, Value) {
+        let host = runtime["url"].as_str().expect("a url").trim_start_matches("http://");
+        let mut answer = self
+            .http
+            .get(format!("{}{path}", self.ingress.url()))
+            .header("Host", host)
+            .header("X-Session-API-Key", key)
+            .call()
+            .expect("the ingress answers");
+        let code = answer.status().as_u16();
+        let text = answer.body_mut().read_to_string().unwrap_or_default();
+        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
     /// `POST {url}{path}` with `body` and the session key `key`, through the ingress.
     pub fn post_to_agent(&self, runtime: &Value, key: &str, path: &str, body: &Value) -> (u16, Value) {
         let url = runtime["url"].as_str().expect("a url");
