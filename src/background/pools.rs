@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::controller::Controller;
 use crate::pod_status::{PodRecord, PodStatus};
 use crate::runtime::DesiredState;
+use crate::warm::Pool;
 use crate::warm::objects::WarmRuntime;
 
 /// How often the pools are looked at: a claim is replaced within this.
@@ -45,7 +46,7 @@ fn refill(controller: &Controller, failed_at: &mut HashMap<String, Instant>) {
     for pool in &config.warm_pools {
         let mut serving = Vec::new();
         for (runtime, pod) in warm.iter().filter(|(w, _)| w.pool == pool.name) {
-            match unfit(controller, runtime, pod.as_deref(), now) {
+            match unfit(controller, pool, runtime, pod.as_deref(), now) {
                 Some(why) => delete(controller, runtime, &why),
                 None => serving.push(runtime),
             }
@@ -71,9 +72,14 @@ fn refill(controller: &Controller, failed_at: &mut HashMap<String, Instant>) {
 }
 
 /// Why a warm runtime cannot serve its pool any more, if it cannot.
-fn unfit(controller: &Controller, runtime: &WarmRuntime, pod: Option<&PodRecord>, now: SystemTime) -> Option<String> {
+fn unfit(
+    controller: &Controller,
+    pool: &Pool,
+    runtime: &WarmRuntime,
+    pod: Option<&PodRecord>,
+    now: SystemTime,
+) -> Option<String> {
     let config = controller.config();
-    let pool = config.warm_pools.iter().find(|p| p.name == runtime.pool)?;
     if runtime.request != pool.request {
         return Some("the pool's request changed".to_string());
     }

@@ -46,8 +46,8 @@ impl Labelled {
 /// runtimes are left alone, never taken for orphans.
 struct Anchors {
     runtimes: HashMap<String, Runtime>,
-    /// The warm pools' unclaimed runtimes.
-    warm: Vec<WarmRuntime>,
+    /// The warm pools' unclaimed runtimes, by id.
+    warm: HashMap<String, WarmRuntime>,
     unreadable: HashSet<String>,
     resource_version: String,
 }
@@ -56,7 +56,7 @@ impl Anchors {
     fn has(&self, runtime_id: &str) -> bool {
         self.runtimes.contains_key(runtime_id)
             || self.unreadable.contains(runtime_id)
-            || self.warm.iter().any(|warm| warm.id == runtime_id)
+            || self.warm.contains_key(runtime_id)
     }
 }
 
@@ -113,7 +113,7 @@ pub(super) fn recover(controller: &Controller) -> Result<Recovered, KubeError> {
         .filter_map(|(pod, record)| Some((pod.runtime_id, record?)))
         .collect();
     let count = anchors.runtimes.len();
-    controller.store().load_warm(anchors.warm);
+    controller.store().load_warm(anchors.warm.into_values().collect());
     controller
         .store()
         .load(anchors.runtimes.into_values().collect(), listed_at, records);
@@ -163,7 +163,7 @@ fn list_anchors(controller: &Controller) -> Result<Anchors, KubeError> {
         })?;
     let mut anchors = Anchors {
         runtimes: HashMap::new(),
-        warm: Vec::new(),
+        warm: HashMap::new(),
         unreadable: HashSet::new(),
         resource_version: listed.resource_version,
     };
@@ -172,7 +172,9 @@ fn list_anchors(controller: &Controller) -> Result<Anchors, KubeError> {
             Ok(Anchored::Runtime(runtime)) => {
                 anchors.runtimes.insert(runtime.id.clone(), runtime);
             }
-            Ok(Anchored::Warm(warm)) => anchors.warm.push(warm),
+            Ok(Anchored::Warm(warm)) => {
+                anchors.warm.insert(warm.id.clone(), warm);
+            }
             Err(runtime_id) => anchors.unreadable.extend(runtime_id),
         }
     }

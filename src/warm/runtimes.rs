@@ -37,16 +37,18 @@ impl Controller {
     /// failure deletes the half-claimed runtime and leaves the request to a cold start.
     pub fn claim_warm<'a>(&'a self, request: &StartRequest, slot: Option<Slot<'a>>) -> Claim<'a> {
         let config = self.config();
-        let Some(pool) = config
-            .warm_pools
-            .iter()
-            .find(|pool| boot::mismatch(config, &pool.request, request).is_none())
-        else {
-            for pool in &config.warm_pools {
-                if let Some(why) = boot::mismatch(config, &pool.request, request) {
-                    log::debug!("session {}: not for pool {}: {why}", request.session_id, pool.name);
+        // One pass: the first pool the request matches; why the others are not, for debugging.
+        let mut matched = None;
+        for pool in &config.warm_pools {
+            match boot::mismatch(config, &pool.request, request) {
+                None => {
+                    matched = Some(pool);
+                    break;
                 }
+                Some(why) => log::debug!("session {}: not for pool {}: {why}", request.session_id, pool.name),
             }
+        }
+        let Some(pool) = matched else {
             return Claim::Cold(slot);
         };
         let Some((warm, pod)) = self.store().take_warm(&pool.name) else {
