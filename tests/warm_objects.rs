@@ -180,3 +180,26 @@ fn failed_and_aged_warm_pods_are_replaced() {
         "{replaced}"
     );
 }
+
+#[test]
+fn a_pool_is_filled_one_pod_at_a_time() {
+    // Booting agents take the nodes' cores: a pool short of 4 pods (at startup, or after a
+    // burst of claims) must not start all 4 at once, but one every half second.
+    let agents = AgentStandIn::start();
+    let pool = r#"[{"name": "any", "size": 4, "request": {}}]"#;
+    let (fake, service) = bed(&agents, &[("WARM_POOLS", pool)]);
+    service.wait_warm_pool("any", 4, WAIT);
+    let created: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/pods") && r.code == 201)
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(created.len(), 4, "one pod per warm runtime");
+    for pair in created.windows(2) {
+        let gap = pair[1] - pair[0];
+        // The service waits 500 ms between mints; a slower request before it can shorten
+        // the gap the fake sees, by far less than 100 ms.
+        assert!(gap >= Duration::from_millis(400), "pods created {gap:?} apart");
+    }
+}

@@ -1,9 +1,9 @@
 //! The warm pools kept full, and claimed pods whose agent is dormant given their session.
 //!
 //! Each round, for every pool: warm runtimes that cannot serve (pod gone, failed, too old, or
-//! booted from a request the pool no longer has) are deleted, extra ones too, and new ones are
-//! minted up to the pool's size; warm runtimes of a pool no longer configured are deleted. Then
-//! every running runtime whose pod is Ready with a dormant agent (its container restarted, or
+//! booted from a request the pool no longer has) are deleted, extra ones too, and a new one is
+//! minted while the pool is short, at most one per `MINT_SPACING`; warm runtimes of a pool no
+//! longer configured are deleted. Then every running runtime whose pod is Ready with a dormant agent (its container restarted, or
 //! the service died between a claim and its init) is initialised from its anchor.
 
 use std::collections::HashMap;
@@ -16,24 +16,31 @@ use crate::runtime::DesiredState;
 use crate::warm::Pool;
 use crate::warm::objects::WarmRuntime;
 
-/// How often the pools are looked at: a claim is replaced within this.
+/// How often the pools are looked at.
 const ROUND: Duration = Duration::from_millis(250);
+/// A pool mints at most one warm pod this often. A burst of claims is replaced as a trickle, so
+/// the sandboxes just handed out, whose first commands come within the next second, do not
+/// share their nodes' cores with as many agents booting at once (an agent's boot takes a core
+/// for seconds): with 8 claimed together, replacing all 8 at once tripled the time to their
+/// first command in the test bed (BENCHMARKS.md, "Warm pools").
+const MINT_SPACING: Duration = Duration::from_millis(500);
 /// A pool whose warm pod could not be minted waits this long before it tries again.
 const MINT_RETRY: Duration = Duration::from_secs(5);
 /// Dormant agents initialised at once.
 const INITS_AT_ONCE: usize = 8;
 
 pub(super) fn tend(controller: &Controller) {
-    let mut failed_at: HashMap<String, Instant> = HashMap::new();
+    let mut next_mint: HashMap<String, Instant> = HashMap::new();
     loop {
         let started = Instant::now();
-        refill(controller, &mut failed_at);
+        refill(controller, &mut next_mint);
         initialize_dormant(controller);
         thread::sleep(ROUND.saturating_sub(started.elapsed()));
     }
 }
 
-fn refill(controller: &Controller, failed_at: &mut HashMap<String, Instant>) {
+/// `next_mint` holds, per pool, when it may mint again.
+fn refill(controller: &Controller, next_mint: &mut HashMap<String, Instant>) {
     let config = controller.config();
     let now = SystemTime::now();
     let warm = controller.store().warm_runtimes();
@@ -58,16 +65,18 @@ fn refill(controller: &Controller, failed_at: &mut HashMap<String, Instant>) {
                 delete(controller, runtime, "the pool is smaller now");
             }
         }
-        if failed_at.get(&pool.name).is_some_and(|at| at.elapsed() < MINT_RETRY) {
+        let minted_at = Instant::now();
+        if serving.len() >= pool.size || next_mint.get(&pool.name).is_some_and(|at| minted_at < *at) {
             continue;
         }
-        for _ in serving.len()..pool.size {
-            if let Err(why) = controller.mint_warm(pool) {
+        let wait = match controller.mint_warm(pool) {
+            Ok(()) => MINT_SPACING,
+            Err(why) => {
                 log::warn!("pool {}: cannot mint a warm pod: {why}", pool.name);
-                failed_at.insert(pool.name.clone(), Instant::now());
-                break;
+                MINT_RETRY
             }
-        }
+        };
+        next_mint.insert(pool.name.clone(), minted_at + wait);
     }
 }
 

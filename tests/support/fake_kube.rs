@@ -103,6 +103,8 @@ pub struct RecordedRequest {
     pub query: String,
     pub code: u16,
     pub token: Option<String>,
+    /// When it was answered.
+    pub at: Instant,
 }
 
 /// How to start a fake.
@@ -793,6 +795,7 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
             query: query.to_string(),
             code: reply.code,
             token: token.clone(),
+            at: Instant::now(),
         });
         reply
     };
