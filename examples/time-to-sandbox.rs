@@ -9,6 +9,7 @@
 //! bash tests/agent-server/install.sh 1.58.2 1.34.0            # once
 //! cargo run --release --example time-to-sandbox               # 20 one at a time, 3 rounds of 8
 //! cargo run --release --example time-to-sandbox -- --quick    # CI: 2 and 1 round of 2, one version
+//! cargo run --release --example time-to-sandbox -- --warm     # warm starts only (to iterate on them)
 //! ```
 //!
 //! Everything shares this machine's cores: the fake API server, its node running the agents,
@@ -285,6 +286,78 @@ struct Options {
     rounds: usize,
     concurrency: usize,
     versions: Vec<&'static str>,
+    /// Cold starts, resumes and the empty pool too, not only warm starts.
+    cold: bool,
+}
+
+/// The samples of one agent-server version, each kind of start on a bed of its own.
+#[derive(Default)]
+struct Measured {
+    cold: Vec<Sample>,
+    resumed: Vec<Sample>,
+    cold_together: Vec<Sample>,
+    warm: Vec<Sample>,
+    warm_together: Vec<Sample>,
+    empty_pool: Vec<Sample>,
+}
+
+impl Measured {
+    fn of(binary: &Path, agents: &AgentBed, version: &str, options: &Options) -> Measured {
+        let image = AgentBed::image(version);
+        let mut measured = Measured::default();
+        if options.cold {
+            let bed = Bed::start(binary, agents.clone(), None, false);
+            for i in 0..options.sequential {
+                let session = format!("seq-{i}");
+                eprintln!("time-to-sandbox {version}: {session}");
+                measured.cold.push(bed.measure(&session, &image, None));
+                let id = bed.runtime_id(&session);
+                bed.put_away(&id, "pause");
+                measured.resumed.push(bed.measure(&session, &image, Some(&id)));
+                bed.put_away(&id, "stop");
+            }
+            for round in 0..options.rounds {
+                eprintln!(
+                    "time-to-sandbox {version}: round {round} of {} at once",
+                    options.concurrency
+                );
+                let samples = bed.round(&format!("par-{round}"), &image, options.concurrency);
+                measured.cold_together.extend(samples);
+            }
+        }
+
+        // Warm: a pool sized for the starts, full before each one (or each round).
+        let bed = Bed::start(binary, agents.clone(), Some((&image, options.concurrency)), false);
+        for i in 0..options.sequential {
+            eprintln!("time-to-sandbox {version}: warm-{i}");
+            bed.wait_pool(options.concurrency);
+            measured.warm.push(bed.measure(&format!("warm-{i}"), &image, None));
+            bed.put_away(&bed.runtime_id(&format!("warm-{i}")), "stop");
+        }
+        for round in 0..options.rounds {
+            eprintln!(
+                "time-to-sandbox {version}: warm round {round} of {} at once",
+                options.concurrency
+            );
+            bed.wait_pool(options.concurrency);
+            let samples = bed.round(&format!("warm-par-{round}"), &image, options.concurrency);
+            measured.warm_together.extend(samples);
+        }
+        drop(bed);
+
+        if options.cold {
+            // A pool configured, its pods unschedulable: every start is cold and goes by the pool.
+            let bed = Bed::start(binary, agents.clone(), Some((&image, 1)), true);
+            for i in 0..options.sequential {
+                eprintln!("time-to-sandbox {version}: empty-pool-{i}");
+                measured
+                    .empty_pool
+                    .push(bed.measure(&format!("empty-pool-{i}"), &image, None));
+                bed.put_away(&bed.runtime_id(&format!("empty-pool-{i}")), "stop");
+            }
+        }
+        measured
+    }
 }
 
 fn table(out: &mut String, title: &str, samples: &[Sample]) {
@@ -304,12 +377,14 @@ fn rows_table(out: &mut String, title: &str, samples: &[Sample], rows: &[Row]) {
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
+    let cold = !std::env::args().any(|arg| arg == "--warm");
     let options = if quick {
         Options {
             sequential: 2,
             rounds: 1,
             concurrency: 2,
             versions: vec![VERSIONS[0]],
+            cold,
         }
     } else {
         Options {
@@ -317,6 +392,7 @@ fn main() {
             rounds: 3,
             concurrency: 8,
             versions: VERSIONS.to_vec(),
+            cold,
         }
     };
     let agents = match AgentBed::find(&options.versions) {
@@ -332,80 +408,30 @@ fn main() {
     };
     let binary = build(None);
     let mut out = String::new();
-    let mut worst_ready_to_running = Duration::ZERO;
+    let mut worst_ready_to_running = None;
     let mut targets = Vec::new();
     for version in &options.versions {
-        let image = AgentBed::image(version);
-        let bed = Bed::start(&binary, agents.clone(), None, false);
-        let (mut cold, mut resumed, mut together) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..options.sequential {
-            let session = format!("seq-{i}");
-            eprintln!("time-to-sandbox {version}: {session}");
-            cold.push(bed.measure(&session, &image, None));
-            let id = bed.runtime_id(&session);
-            bed.put_away(&id, "pause");
-            resumed.push(bed.measure(&session, &image, Some(&id)));
-            bed.put_away(&id, "stop");
-        }
-        for round in 0..options.rounds {
-            eprintln!(
-                "time-to-sandbox {version}: round {round} of {} at once",
-                options.concurrency
-            );
-            together.extend(bed.round(&format!("par-{round}"), &image, options.concurrency));
-        }
-        drop(bed);
-
-        // Warm: a pool sized for the starts, full before each one (or each round).
-        let bed = Bed::start(&binary, agents.clone(), Some((&image, options.concurrency)), false);
-        let (mut warm, mut warm_together) = (Vec::new(), Vec::new());
-        for i in 0..options.sequential {
-            eprintln!("time-to-sandbox {version}: warm-{i}");
-            bed.wait_pool(options.concurrency);
-            warm.push(bed.measure(&format!("warm-{i}"), &image, None));
-            bed.put_away(&bed.runtime_id(&format!("warm-{i}")), "stop");
-        }
-        for round in 0..options.rounds {
-            eprintln!(
-                "time-to-sandbox {version}: warm round {round} of {} at once",
-                options.concurrency
-            );
-            bed.wait_pool(options.concurrency);
-            warm_together.extend(bed.round(&format!("warm-par-{round}"), &image, options.concurrency));
-        }
-        drop(bed);
-
-        // A pool configured, its pods unschedulable: every start is cold and goes by the pool.
-        let bed = Bed::start(&binary, agents.clone(), Some((&image, 1)), true);
-        let mut starved = Vec::new();
-        for i in 0..options.sequential {
-            eprintln!("time-to-sandbox {version}: empty-pool-{i}");
-            starved.push(bed.measure(&format!("empty-pool-{i}"), &image, None));
-            bed.put_away(&bed.runtime_id(&format!("empty-pool-{i}")), "stop");
-        }
-        drop(bed);
-
+        let m = Measured::of(&binary, &agents, version, &options);
         let _ = writeln!(out, "\n### agent server {version}");
-        table(&mut out, "cold start, one at a time", &cold);
-        table(&mut out, "resume, one at a time", &resumed);
-        table(
-            &mut out,
-            &format!("cold start, {} at once", options.concurrency),
-            &together,
-        );
-        rows_table(&mut out, "warm start, one at a time", &warm, &WARM_ROWS);
-        rows_table(
-            &mut out,
-            &format!("warm start, {} at once", options.concurrency),
-            &warm_together,
-            &WARM_ROWS,
-        );
-        table(&mut out, "cold start with the pool empty, one at a time", &starved);
-        for samples in [&cold, &resumed, &together, &starved] {
-            let mut values: Vec<Duration> = samples.iter().map(|s| s.running_served).collect();
-            worst_ready_to_running = worst_ready_to_running.max(percentile(&mut values, 0.99));
+        let at_once = |what: &str| format!("{what}, {} at once", options.concurrency);
+        if options.cold {
+            table(&mut out, "cold start, one at a time", &m.cold);
+            table(&mut out, "resume, one at a time", &m.resumed);
+            table(&mut out, &at_once("cold start"), &m.cold_together);
         }
-        for (what, samples) in [("one at a time", &warm), ("at once", &warm_together)] {
+        rows_table(&mut out, "warm start, one at a time", &m.warm, &WARM_ROWS);
+        rows_table(&mut out, &at_once("warm start"), &m.warm_together, &WARM_ROWS);
+        if options.cold {
+            table(&mut out, "cold start with the pool empty, one at a time", &m.empty_pool);
+        }
+        for samples in [&m.cold, &m.resumed, &m.cold_together, &m.empty_pool] {
+            let mut values: Vec<Duration> = samples.iter().map(|s| s.running_served).collect();
+            if !values.is_empty() {
+                let p99 = percentile(&mut values, 0.99);
+                worst_ready_to_running = worst_ready_to_running.max(Some(p99));
+            }
+        }
+        for (what, samples) in [("one at a time", &m.warm), ("at once", &m.warm_together)] {
             let mut totals: Vec<Duration> = samples.iter().map(|s| s.total).collect();
             let (p50, p99) = (percentile(&mut totals, 0.5), percentile(&mut totals, 0.99));
             targets.push((
@@ -418,28 +444,32 @@ fn main() {
                 p50 <= WARM_P50 && p99 <= WARM_P99,
             ));
         }
-        let answered = |samples: &[Sample]| {
-            let mut values: Vec<Duration> = samples.iter().map(|s| s.answered).collect();
-            percentile(&mut values, 0.5)
-        };
-        let (with_pool, without) = (answered(&starved), answered(&cold));
+        if options.cold {
+            let answered = |samples: &[Sample]| {
+                let mut values: Vec<Duration> = samples.iter().map(|s| s.answered).collect();
+                percentile(&mut values, 0.5)
+            };
+            let (with_pool, without) = (answered(&m.empty_pool), answered(&m.cold));
+            targets.push((
+                format!(
+                    "{version}: an empty pool adds <= {} ms to a cold start's answer (p50)",
+                    EMPTY_POOL_COST.as_millis()
+                ),
+                format!("{} vs {}", ms(with_pool), ms(without)),
+                with_pool <= without + EMPTY_POOL_COST,
+            ));
+        }
+    }
+    if let Some(worst) = worst_ready_to_running {
         targets.push((
             format!(
-                "{version}: an empty pool adds <= {} ms to a cold start's answer (p50)",
-                EMPTY_POOL_COST.as_millis()
+                "pod Ready → `running` served, worst p99 < {} ms",
+                READY_TO_RUNNING_P99.as_millis()
             ),
-            format!("{} vs {}", ms(with_pool), ms(without)),
-            with_pool <= without + EMPTY_POOL_COST,
+            ms(worst),
+            worst < READY_TO_RUNNING_P99,
         ));
     }
-    targets.push((
-        format!(
-            "pod Ready → `running` served, worst p99 < {} ms",
-            READY_TO_RUNNING_P99.as_millis()
-        ),
-        ms(worst_ready_to_running),
-        worst_ready_to_running < READY_TO_RUNNING_P99,
-    ));
     let _ = writeln!(out, "\n| target | figure | verdict |\n|---|---:|---|");
     for (target, figure, pass) in targets {
         let _ = writeln!(out, "| {target} | {figure} | {} |", if pass { "PASS" } else { "FAIL" });
