@@ -84,10 +84,21 @@ pub struct PodRecord {
     pub unready_since: Option<SystemTime>,
     /// When the service itself last changed the pod: a list that began earlier is older news.
     pub changed_at: Option<Instant>,
-    /// Its agent boots dormant (a warm pod's): it serves its runtime only once initialised.
-    pub dormant: bool,
-    /// The service initialised the agent of this container (this uid and restart count).
-    pub initialized: bool,
+    /// Its agent server, as this container (this uid and restart count) booted it and as the
+    /// service has prepared it since.
+    pub agent: Agent,
+}
+
+/// A sandbox pod's agent server, as far as what the service does to it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agent {
+    /// Booted with its session: it serves as soon as its pod is Ready.
+    Serving,
+    /// Booted dormant (a warm pod's, `OH_DEFERRED_INIT`): its API closed until `POST /api/init`.
+    /// `routes_built` once the service had it build its routes, ahead of its first command.
+    Dormant { routes_built: bool },
+    /// Booted dormant, then given its session by the service.
+    Initialized,
 }
 
 impl PodRecord {
@@ -100,8 +111,11 @@ impl PodRecord {
             ip: pod["status"]["podIP"].as_str().map(str::to_string),
             unready_since: unready_since(pod),
             changed_at: None,
-            dormant: boots_dormant(pod),
-            initialized: false,
+            agent: if boots_dormant(pod) {
+                Agent::Dormant { routes_built: false }
+            } else {
+                Agent::Serving
+            },
         })
     }
 
@@ -116,7 +130,12 @@ impl PodRecord {
 
     /// Ready, its agent dormant until the service initialises it.
     pub fn awaits_init(&self) -> bool {
-        self.dormant && !self.initialized && self.observation.status == PodStatus::Ready && !self.terminating
+        matches!(self.agent, Agent::Dormant { .. }) && self.is_ready_and_staying()
+    }
+
+    /// Ready, and not being deleted.
+    pub fn is_ready_and_staying(&self) -> bool {
+        self.observation.status == PodStatus::Ready && !self.terminating
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
 use crate::names::session_host;
-use crate::pod_status::{PodObservation, PodRecord, PodStatus};
+use crate::pod_status::{Agent, PodObservation, PodRecord, PodStatus};
 use crate::runtime::{Desire, DesiredState, Runtime, RuntimeView, Status};
 use crate::warm::objects::WarmRuntime;
 
@@ -73,11 +73,11 @@ impl Entry {
         })
     }
 
-    /// A warm runtime's: its pod Ready, its agent dormant.
+    /// A warm runtime's: its pod Ready, its agent dormant with its routes built.
     fn can_be_claimed(&self) -> bool {
         self.pod
             .as_deref()
-            .is_some_and(|pod| pod.dormant && !pod.terminating && pod.observation.status == PodStatus::Ready)
+            .is_some_and(|pod| pod.agent == Agent::Dormant { routes_built: true } && pod.is_ready_and_staying())
     }
 
     /// Whether the service changed the runtime at or after `listed_at`: a list that began
@@ -185,15 +185,15 @@ impl Inner {
                     .pod
                     .as_deref()
                     .is_some_and(|pod| pod.uid == record.uid && ready(pod));
-                // A container that has not restarted keeps the agent the service initialised.
+                // A container that has not restarted keeps the agent as the service prepared it.
                 let same_container = |known: &PodRecord| {
                     known.uid == record.uid && known.observation.restart_count == record.observation.restart_count
                 };
-                let initialized = entry
-                    .pod
-                    .as_deref()
-                    .is_some_and(|known| known.initialized && same_container(known));
-                let record = Arc::new(PodRecord { initialized, ..record });
+                let agent = match entry.pod.as_deref() {
+                    Some(known) if same_container(known) && record.agent != Agent::Serving => known.agent,
+                    _ => record.agent,
+                };
+                let record = Arc::new(PodRecord { agent, ..record });
                 if !was_ready && ready(&record) {
                     became_ready = Some(record.clone());
                 }
@@ -606,14 +606,15 @@ impl Store {
 
     /// Whether the runtime's pod vanished behind the service's back since this was last asked.
     /// The agent of the runtime's pod `uid`, in its container that restarted `restart_count`
-    /// times, has its session's settings: the runtime may read `running`.
-    pub fn record_initialized(&self, runtime_id: &str, uid: &str, restart_count: u32) {
+    /// times, is now `agent`: `Initialized` has its session's settings (the runtime may read
+    /// `running`), `Dormant { routes_built: true }` may be claimed.
+    pub fn record_agent(&self, runtime_id: &str, uid: &str, restart_count: u32, agent: Agent) {
         let mut inner = self.lock();
         let Some(pod) = inner.entries.get_mut(runtime_id).and_then(|entry| entry.pod.as_mut()) else {
             return;
         };
         if pod.uid == uid && pod.observation.restart_count == restart_count {
-            Arc::make_mut(pod).initialized = true;
+            Arc::make_mut(pod).agent = agent;
         }
     }
 
@@ -671,8 +672,7 @@ mod tests {
             ip: None,
             unready_since: None,
             changed_at: None,
-            dormant: false,
-            initialized: false,
+            agent: Agent::Serving,
         }
     }
 

@@ -3,15 +3,18 @@
 //! Each round, for every pool: warm runtimes that cannot serve (pod gone, failed, too old, or
 //! booted from a request the pool no longer has) are deleted, extra ones too, and a new one is
 //! minted while the pool is short, at most one per `MINT_SPACING`; warm runtimes of a pool no
-//! longer configured are deleted. Then every running runtime whose pod is Ready with a dormant agent (its container restarted, or
-//! the service died between a claim and its init) is initialised from its anchor.
+//! longer configured are deleted. A warm pod turned Ready has its agent build its routes, and
+//! may be claimed from then on. Then every running runtime whose pod is Ready with a dormant
+//! agent (its container restarted, or the service died between a claim and its init) is
+//! initialised from its anchor.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::controller::Controller;
-use crate::pod_status::{PodRecord, PodStatus};
+use crate::pod_status::{Agent, PodRecord, PodStatus};
 use crate::runtime::DesiredState;
 use crate::warm::Pool;
 use crate::warm::objects::WarmRuntime;
@@ -26,14 +29,15 @@ const ROUND: Duration = Duration::from_millis(250);
 const MINT_SPACING: Duration = Duration::from_millis(500);
 /// A pool whose warm pod could not be minted waits this long before it tries again.
 const MINT_RETRY: Duration = Duration::from_secs(5);
-/// Dormant agents initialised at once.
-const INITS_AT_ONCE: usize = 8;
+/// Agents called at once (each call waits on an agent, not on this service).
+const AGENT_CALLS_AT_ONCE: usize = 8;
 
 pub(super) fn tend(controller: &Controller) {
     let mut next_mint: HashMap<String, Instant> = HashMap::new();
     loop {
         let started = Instant::now();
         refill(controller, &mut next_mint);
+        build_routes(controller);
         initialize_dormant(controller);
         thread::sleep(ROUND.saturating_sub(started.elapsed()));
     }
@@ -65,8 +69,7 @@ fn refill(controller: &Controller, next_mint: &mut HashMap<String, Instant>) {
                 delete(controller, runtime, "the pool is smaller now");
             }
         }
-        let minted_at = Instant::now();
-        if serving.len() >= pool.size || next_mint.get(&pool.name).is_some_and(|at| minted_at < *at) {
+        if serving.len() >= pool.size || next_mint.get(&pool.name).is_some_and(|at| Instant::now() < *at) {
             continue;
         }
         let wait = match controller.mint_warm(pool) {
@@ -76,7 +79,8 @@ fn refill(controller: &Controller, next_mint: &mut HashMap<String, Instant>) {
                 MINT_RETRY
             }
         };
-        next_mint.insert(pool.name.clone(), minted_at + wait);
+        // From the pod's creation, the last step of a mint, however long the mint took.
+        next_mint.insert(pool.name.clone(), Instant::now() + wait);
     }
 }
 
@@ -117,31 +121,60 @@ fn delete(controller: &Controller, runtime: &WarmRuntime, why: &str) {
     }
 }
 
-/// Initialises the dormant agents of running runtimes, a few at once.
+/// Has the dormant agents of Ready warm pods build their routes: only then may they be claimed.
+fn build_routes(controller: &Controller) {
+    let unbuilt: Vec<_> = controller
+        .store()
+        .warm_runtimes()
+        .into_iter()
+        .filter_map(|(warm, pod)| {
+            let unbuilt = |pod: &Arc<PodRecord>| {
+                pod.agent == Agent::Dormant { routes_built: false } && pod.is_ready_and_staying()
+            };
+            Some((warm, pod.filter(unbuilt)?))
+        })
+        .collect();
+    at_once(&unbuilt, |(warm, pod)| {
+        if let Err(why) = controller.build_routes(warm, pod) {
+            log::warn!(
+                "runtime {} of pool {}: its agent did not answer: {why}",
+                warm.id,
+                warm.pool
+            );
+        }
+    });
+}
+
+/// Initialises the dormant agents of running runtimes.
 fn initialize_dormant(controller: &Controller) {
     let store = controller.store();
     let dormant = store.runtimes_where(|runtime, pod| {
         runtime.desired.state == DesiredState::Running && pod.is_some_and(PodRecord::awaits_init)
     });
-    for batch in dormant.chunks(INITS_AT_ONCE) {
+    at_once(&dormant, |runtime| {
+        // A client working on the session (or the claim itself) goes first.
+        let Some(_session) = store.try_lock_session(&runtime.session_id) else {
+            return;
+        };
+        let Some(pod) = store.snapshot(&runtime.id).and_then(|now| now.pod) else {
+            return;
+        };
+        if !pod.awaits_init() {
+            return;
+        }
+        match controller.initialize_if_dormant(runtime, &pod) {
+            Ok(()) => log::info!("runtime {}: its agent has its session", runtime.id),
+            Err(why) => log::warn!("runtime {}: cannot initialise its agent yet: {why}", runtime.id),
+        }
+    });
+}
+
+/// Calls `work` on every item, `AGENT_CALLS_AT_ONCE` at a time.
+fn at_once<T: Sync>(items: &[T], work: impl Fn(&T) + Sync) {
+    for batch in items.chunks(AGENT_CALLS_AT_ONCE) {
         thread::scope(|scope| {
-            for runtime in batch {
-                scope.spawn(move || {
-                    // A client working on the session (or the claim itself) goes first.
-                    let Some(_session) = store.try_lock_session(&runtime.session_id) else {
-                        return;
-                    };
-                    let Some(pod) = store.snapshot(&runtime.id).and_then(|now| now.pod) else {
-                        return;
-                    };
-                    if !pod.awaits_init() {
-                        return;
-                    }
-                    match controller.initialize_if_dormant(runtime, &pod) {
-                        Ok(()) => log::info!("runtime {}: its agent has its session", runtime.id),
-                        Err(why) => log::warn!("runtime {}: cannot initialise its agent yet: {why}", runtime.id),
-                    }
-                });
+            for item in batch {
+                scope.spawn(|| work(item));
             }
         });
     }

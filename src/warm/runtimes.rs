@@ -15,7 +15,7 @@ use crate::controller::Controller;
 use crate::kube::{KubeError, Resource};
 use crate::manifests::object_name;
 use crate::metrics::StartKind;
-use crate::pod_status::PodRecord;
+use crate::pod_status::{Agent, PodRecord};
 use crate::random::random_hex;
 use crate::runtime::{Desire, DesiredState, Runtime, RuntimeView};
 use crate::start_request::StartRequest;
@@ -154,7 +154,7 @@ impl Controller {
         agent::initialize(self.agents(), &url, &runtime.session_api_key, &body)
             .map_err(|e| format!("/api/init {e}"))?;
         self.store()
-            .record_initialized(&runtime.id, &pod.uid, pod.observation.restart_count);
+            .record_agent(&runtime.id, &pod.uid, pod.observation.restart_count, Agent::Initialized);
         Ok(())
     }
 
@@ -165,12 +165,23 @@ impl Controller {
         match agent::init_state(self.agents(), &url)? {
             agent::InitState::Ready => {
                 self.store()
-                    .record_initialized(&runtime.id, &pod.uid, pod.observation.restart_count);
+                    .record_agent(&runtime.id, &pod.uid, pod.observation.restart_count, Agent::Initialized);
                 Ok(())
             }
             agent::InitState::Dormant => self.initialize(runtime, pod),
             agent::InitState::Initializing => Err("its agent is initialising".to_string()),
         }
+    }
+
+    /// Has the dormant agent of a warm runtime's Ready pod build its routes, after which it may
+    /// be claimed (`agent::build_routes`).
+    pub fn build_routes(&self, warm: &WarmRuntime, pod: &PodRecord) -> Result<(), String> {
+        let url = agent::base_url(pod.ip.as_deref(), self.config().ports.agent).ok_or("its pod has no address")?;
+        agent::build_routes(self.agents(), &url)?;
+        let built = Agent::Dormant { routes_built: true };
+        self.store()
+            .record_agent(&warm.id, &pod.uid, pod.observation.restart_count, built);
+        Ok(())
     }
 
     /// Mints one warm runtime for `pool`: its anchor, then what the anchor owns, the pod last.
@@ -224,7 +235,7 @@ impl Controller {
 /// The pod as it is once its agent has the session.
 fn pod_initialized(pod: &PodRecord) -> PodRecord {
     PodRecord {
-        initialized: true,
+        agent: Agent::Initialized,
         ..pod.clone()
     }
 }

@@ -1,7 +1,7 @@
 //! An agent server's stand-in on 127.0.0.1, for pods whose `status.podIP` the fake sets to
 //! 127.0.0.1 (`Builder::pod_ip`) and a service told its port (`AGENT_SERVER_PORT`): it answers
 //! what the service asks of agents (`/server_info`, `GET` and `POST /api/init`) as a dormant
-//! agent of either version does, and records every call.
+//! agent of either version does, 404 to anything else, and records every call.
 
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -55,10 +55,11 @@ impl AgentStandIn {
                         ("GET", "/api/init") => (200, json!({"state": "dormant", "error": null})),
                         ("POST", "/api/init") if code == 200 => (200, json!({"state": "ready", "error": null})),
                         ("POST", "/api/init") => (code, json!({"detail": "RuntimeError: the services did not start"})),
-                        _ => (
+                        ("GET", "/server_info") => (
                             200,
                             json!({"uptime": 10.0, "idle_time": 1.0, "runtime_idle_timeout_seconds": null}),
                         ),
+                        _ => (404, json!({"detail": "Not Found"})),
                     };
                     calls.lock().expect("the calls").push(call);
                     let response = tiny_http::Response::from_string(answer.to_string()).with_status_code(status);
