@@ -8,6 +8,10 @@
 //! cargo run --release --example bench -- --quick           # CI: tiny, checks nothing rots
 //! ```
 //!
+//! The static binary measured is the one the Dockerfile ships, musl's, where this machine has
+//! the target (`rustup target add x86_64-unknown-linux-musl` and Debian's `musl-tools`); else
+//! glibc's with `+crt-static`, about 0.9 MiB larger.
+//!
 //! Everything runs on this machine: the fake API server and the clients share its cores with
 //! the service, as they would share a small node.
 
@@ -298,6 +302,27 @@ fn host_target() -> String {
         .to_string()
 }
 
+/// The target of the static binary measured: musl's, which the Dockerfile ships, where it is
+/// installed (`rustup target add x86_64-unknown-linux-musl`, and Debian's musl-tools for ring's
+/// C); else the host's glibc with `+crt-static`, larger by what static glibc brings (~0.9 MiB).
+fn static_target(host: &str) -> String {
+    let musl = host.replace("-gnu", "-musl");
+    let output = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("run rustc");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let musl_gcc = Command::new("musl-gcc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if musl != host && musl_gcc && sysroot.join("lib/rustlib").join(&musl).is_dir() {
+        musl
+    } else {
+        host.to_string()
+    }
+}
+
 /// Starts sessions `from..to` with `clients` clients, and waits until all of them run.
 fn grow(service: &Service, from: usize, to: usize, clients: usize) {
     let url = format!("{}/start", service.url);
@@ -330,7 +355,8 @@ fn main() {
     let options = Options::parse();
     let host = host_target();
     let binary = build(None);
-    let static_binary = build(Some(&host));
+    let static_target = static_target(&host);
+    let static_binary = build(Some(&static_target));
     let size = std::fs::metadata(&binary).expect("the binary").len() as f64 / MIB;
     let static_size = std::fs::metadata(&static_binary).expect("the static binary").len() as f64 / MIB;
 
@@ -522,7 +548,7 @@ fn main() {
     // The table.
     let _ = writeln!(out, "## Sizes\n\n| binary | MiB |\n|---|---|");
     let _ = writeln!(out, "| release, stripped (`target/release/{BINARY}`) | {size:.2} |");
-    let _ = writeln!(out, "| static (`+crt-static`, {host}) | {static_size:.2} |");
+    let _ = writeln!(out, "| static (`+crt-static`, {static_target}) | {static_size:.2} |");
     let _ = writeln!(out, "\n## Memory (RSS)\n\n| state | MiB |\n|---|---|");
     for row in &rss_rows {
         let _ = writeln!(out, "{row}");
@@ -597,7 +623,7 @@ fn main() {
         },
         Target {
             name: "static binary <= 3 MiB".into(),
-            figure: format!("{static_size:.2} MiB"),
+            figure: format!("{static_size:.2} MiB ({static_target})"),
             pass: static_size <= 3.0,
         },
         Target {

@@ -22,6 +22,10 @@ pub fn build(static_target: Option<&str>) -> PathBuf {
             command
                 .args(["--target", target])
                 .env("RUSTFLAGS", "-C target-feature=+crt-static");
+            if target.ends_with("-musl") {
+                // ring's C and assembly, for musl (Debian's musl-tools).
+                command.env(format!("CC_{}", target.replace('-', "_")), "musl-gcc");
+            }
             target_dir.join(target).join("release").join(BINARY)
         }
         None => target_dir.join("release").join(BINARY),
