@@ -6,6 +6,7 @@
 //! cargo run --release --example bench                      # the full run (a few minutes)
 //! cargo run --release --example bench -- --runtimes 1000   # levels up to 1,000
 //! cargo run --release --example bench -- --quick           # CI: tiny, checks nothing rots
+//! cargo run --release --example bench -- --no-pool         # without the warm pool, to compare
 //! ```
 //!
 //! The static binary measured is the one the Dockerfile ships, musl's, where this machine has
@@ -44,6 +45,8 @@ const WARM_POOLS: &str = r#"[{"name": "bench", "size": 10, "request": {"environm
 struct Options {
     levels: Vec<usize>,
     quick: bool,
+    /// With the warm pool of `WARM_POOL_SIZE` (the default), or without any.
+    pool: bool,
 }
 
 impl Options {
@@ -51,22 +54,28 @@ impl Options {
         let mut options = Options {
             levels: vec![100, 1_000, 5_000],
             quick: false,
+            pool: true,
+        };
+        let usage = || -> ! {
+            eprintln!("usage: bench [--runtimes N] [--quick] [--no-pool]");
+            std::process::exit(2);
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
-            match (arg.as_str(), args.next().as_deref().map(str::parse::<usize>)) {
-                ("--quick", None) => {
+            match arg.as_str() {
+                "--quick" => {
                     options.quick = true;
                     options.levels = vec![10, 20];
                 }
-                ("--runtimes", Some(Ok(n))) if n > 0 => {
-                    options.levels.retain(|level| *level < n);
-                    options.levels.push(n);
-                }
-                _ => {
-                    eprintln!("usage: bench [--runtimes N] [--quick]");
-                    std::process::exit(2);
-                }
+                "--no-pool" => options.pool = false,
+                "--runtimes" => match args.next().and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) if n > 0 => {
+                        options.levels.retain(|level| *level < n);
+                        options.levels.push(n);
+                    }
+                    _ => usage(),
+                },
+                _ => usage(),
             }
         }
         options
@@ -107,8 +116,9 @@ impl Endpoint {
 /// The service process, its port and its HTTP clients.
 /// The service against `fake`, its log in `log_path()`; its idle checks ask the agent stand-in
 /// on `agent_port` (every pod's address is 127.0.0.1).
-fn start_service(binary: &Path, fake: &FakeKube, dir: &Path, agent_port: u16) -> Service {
+fn start_service(binary: &Path, fake: &FakeKube, dir: &Path, agent_port: u16, pool: bool) -> Service {
     std::fs::write(dir.join("token"), TOKEN).expect("write the token");
+    let pool = if pool { WARM_POOLS } else { "[]" };
     let env: Vec<(String, String)> = [
         ("API_KEY", API_KEY.to_string()),
         ("KUBE_API_URL", fake.url().to_string()),
@@ -118,7 +128,7 @@ fn start_service(binary: &Path, fake: &FakeKube, dir: &Path, agent_port: u16) ->
         ("RUST_LOG", "info".to_string()),
         ("AGENT_SERVER_PORT", agent_port.to_string()),
         ("IDLE_CHECK_INTERVAL", IDLE_CHECK_INTERVAL.to_string()),
-        ("WARM_POOLS", WARM_POOLS.to_string()),
+        ("WARM_POOLS", pool.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -285,6 +295,21 @@ fn idle_round(asked: &Mutex<Vec<Instant>>, fake: &FakeKube) -> (usize, Duration,
         thread::sleep(Duration::from_millis(20));
     }
     let kube_calls = fake.requests().len() - kube_before;
+    if kube_calls > 0 {
+        let mut kinds: Vec<String> = fake.requests()[kube_before..]
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r.method,
+                    r.path.split('/').take(6).collect::<Vec<_>>().join("/")
+                )
+            })
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        eprintln!("bench: Kubernetes calls during the idle-check round: {kinds:?}");
+    }
     let calls = record().clone();
     (calls.len(), calls[calls.len() - 1] - calls[0], kube_calls)
 }
@@ -365,9 +390,12 @@ fn main() {
     let dir = support::temp_dir("bench");
     let (agents, asked) = agent_stand_in(16);
     let agent_port = agents.server_addr().to_ip().expect("an address").port();
-    let mut service = start_service(&binary, &fake, &dir, agent_port);
+    let mut service = start_service(&binary, &fake, &dir, agent_port, options.pool);
     let reads = agent();
     let pool_ready = || {
+        if !options.pool {
+            return true;
+        }
         let metrics = String::from_utf8_lossy(&call(&reads, &format!("{}/metrics", service.url), None)).into_owned();
         metrics.contains(&format!(
             "openhands_warm_pool_ready{{pool=\"bench\"}} {WARM_POOL_SIZE}\n"
@@ -597,10 +625,10 @@ fn main() {
     let _ = writeln!(
         out,
         "| a warm pool of {WARM_POOL_SIZE} Ready throughout every measurement (the starts do not match it) | {} |",
-        if pool_still_full {
-            "full at the end"
-        } else {
-            "NOT full at the end"
+        match (options.pool, pool_still_full) {
+            (false, _) => "no pool (--no-pool)",
+            (true, true) => "full at the end",
+            (true, false) => "NOT full at the end",
         }
     );
     let _ = writeln!(
