@@ -604,7 +604,6 @@ impl Store {
         }
     }
 
-    /// Whether the runtime's pod vanished behind the service's back since this was last asked.
     /// The agent of the runtime's pod `uid`, in its container that restarted `restart_count`
     /// times, is now `agent`: `Initialized` has its session's settings (the runtime may read
     /// `running`), `Dormant { routes_built: true }` may be claimed.
@@ -618,6 +617,7 @@ impl Store {
         }
     }
 
+    /// Whether the runtime's pod vanished behind the service's back since this was last asked.
     pub fn take_vanished_pod(&self, runtime_id: &str) -> bool {
         self.lock()
             .entries

@@ -24,8 +24,7 @@ const ROUND: Duration = Duration::from_millis(250);
 /// A pool mints at most one warm pod this often. A burst of claims is replaced as a trickle, so
 /// the sandboxes just handed out, whose first commands come within the next second, do not
 /// share their nodes' cores with as many agents booting at once (an agent's boot takes a core
-/// for seconds): with 8 claimed together, replacing all 8 at once tripled the time to their
-/// first command in the test bed (BENCHMARKS.md, "Warm pools").
+/// for seconds); a pool of 10 still fills in 5 s.
 const MINT_SPACING: Duration = Duration::from_millis(500);
 /// A pool whose warm pod could not be minted waits this long before it tries again.
 const MINT_RETRY: Duration = Duration::from_secs(5);
