@@ -97,9 +97,7 @@ impl Bed {
             .header("X-Session-API-Key", key)
             .call()
             .expect("the ingress answers");
-        let code = answer.status().as_u16();
-        let text = answer.body_mut().read_to_string().unwrap_or_default();
-        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        decoded(&mut answer)
     }
 
     /// `POST {url}{path}` with `body` and the session key `key`, through the ingress.
@@ -114,10 +112,7 @@ impl Bed {
             .header("Content-Type", "application/json")
             .send(body.to_string())
             .expect("the ingress answers");
-        let code = answer.status().as_u16();
-        let text = answer.body_mut().read_to_string().unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (code, body)
+        decoded(&mut answer)
     }
 
     /// Runs `command` in the sandbox with its session key; its standard output.
@@ -128,4 +123,11 @@ impl Bed {
         assert_eq!(body["exit_code"], 0, "{command}: {body:#}");
         body["stdout"].as_str().unwrap_or_default().to_string()
     }
+}
+
+/// An agent's answer: its status and its body, as JSON or else as the text it is.
+fn decoded(answer: &mut ureq::http::Response<ureq::Body>) -> (u16, Value) {
+    let code = answer.status().as_u16();
+    let text = answer.body_mut().read_to_string().unwrap_or_default();
+    (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
