@@ -9,7 +9,6 @@
 //! initialised from its anchor.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -126,12 +125,8 @@ fn build_routes(controller: &Controller) {
         .store()
         .warm_runtimes()
         .into_iter()
-        .filter_map(|(warm, pod)| {
-            let unbuilt = |pod: &Arc<PodRecord>| {
-                pod.agent == Agent::Dormant { routes_built: false } && pod.is_ready_and_staying()
-            };
-            Some((warm, pod.filter(unbuilt)?))
-        })
+        .filter_map(|(warm, pod)| Some((warm, pod?)))
+        .filter(|(_, pod)| pod.agent == Agent::Dormant { routes_built: false } && pod.is_ready_and_staying())
         .collect();
     at_once(&unbuilt, |(warm, pod)| {
         if let Err(why) = controller.build_routes(warm, pod) {
